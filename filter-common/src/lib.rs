@@ -1,0 +1,15 @@
+//! Types and logic shared by the XDP program (`filter-ebpf`) and userspace (`filter-user`).
+//!
+//! * [`maps`]: map keys and values, exactly as the kernel stores them.
+//! * [`limits`]: map names, capacities, parser bounds and the map memory budget.
+//! * [`headers`]: pure header arithmetic used by both the XDP program and the model.
+//! * [`verdict`]: verdicts, reasons and the **reference model** of the XDP program.
+#![cfg_attr(not(test), no_std)]
+
+pub mod headers;
+pub mod limits;
+pub mod maps;
+pub mod verdict;
+
+pub use maps::{Addr, Counter, GroupKey, GroupState, GroupValue, Mode, SourceKey};
+pub use verdict::{Policy, Reason, Verdict};

@@ -1,0 +1,163 @@
+//! Map names, capacities, parser bounds, and the kernel memory the maps cost.
+
+use core::mem::size_of;
+
+use crate::maps::{Counter, GroupKey, GroupValue, SourceKey, SourceValue};
+use crate::verdict::Reason;
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "msfilter";
+
+/// Groups map: `GroupKey` → per-CPU `GroupValue` (mode, generation, per-group counters).
+pub const GROUPS_MAP: &str = "MSF_GROUPS";
+/// Sources map: `SourceKey` → `SourceValue` (listed sources with their counters).
+pub const SOURCES_MAP: &str = "MSF_SOURCES";
+/// Per-CPU array indexed by [`Reason`]: how many frames were passed or dropped for each reason.
+pub const REASONS_MAP: &str = "MSF_REASONS";
+
+/// Default capacity of the groups map (settable at load time).
+pub const DEFAULT_MAX_GROUPS: u32 = 65_536;
+/// Default capacity of the sources map (settable at load time). A mode switch of a group
+/// briefly holds its new source list next to the old one, so leave headroom for that.
+pub const DEFAULT_MAX_SOURCES: u32 = 1_048_576;
+// The capacities the design promises.
+const _: () = assert!(DEFAULT_MAX_SOURCES >= 1_048_576 && DEFAULT_MAX_GROUPS >= 65_536);
+
+/// Smallest capacities the loader accepts.
+pub const MIN_MAX_GROUPS: u32 = 1;
+pub const MIN_MAX_SOURCES: u32 = 1;
+
+/// VLAN tags the parser steps over (802.1Q and 802.1ad, e.g. QinQ). A frame with more is
+/// passed unjudged ([`Reason::TooManyVlanTags`]).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers the parser walks to find the upper-layer protocol. A longer chain
+/// is passed unjudged ([`Reason::ExtensionChainTooLong`]).
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// Kernel-side sizes used by the hash table (kernel/bpf/hashtab.c, 64-bit). The integration
+/// test `map_memory` checks the estimate below against what the kernel reports.
+const HTAB_ELEM_HEADER: u64 = 48; // struct htab_elem without the key
+const HTAB_BUCKET: u64 = 16; // struct bucket
+const LLIST_NODE: u64 = 8; // bpf_mem_alloc's per-object header for non-preallocated elements
+const POINTER: u64 = 8;
+
+const fn round_up_8(n: u64) -> u64 {
+    n.div_ceil(8) * 8
+}
+
+const fn next_pow2(n: u64) -> u64 {
+    if n <= 1 { 1 } else { n.next_power_of_two() }
+}
+
+/// Kernel memory of a `BPF_F_NO_PREALLOC` hash map holding `entries` elements.
+pub const fn hash_map_bytes(
+    key_size: u64,
+    value_size: u64,
+    percpu: bool,
+    max_entries: u64,
+    entries: u64,
+    cpus: u64,
+) -> u64 {
+    let buckets = next_pow2(max_entries) * HTAB_BUCKET;
+    let elem = if percpu {
+        HTAB_ELEM_HEADER + round_up_8(key_size) + POINTER
+    } else {
+        HTAB_ELEM_HEADER + round_up_8(key_size) + round_up_8(value_size)
+    };
+    let mut per_entry = elem + LLIST_NODE;
+    if percpu {
+        per_entry += LLIST_NODE + POINTER + round_up_8(value_size) * cpus;
+    }
+    buckets + per_entry * entries
+}
+
+/// Kernel memory of a per-CPU array.
+pub const fn percpu_array_bytes(value_size: u64, entries: u64, cpus: u64) -> u64 {
+    entries * (POINTER + round_up_8(value_size) * cpus)
+}
+
+/// Kernel memory of msfilter's maps, by map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapMemory {
+    pub groups: u64,
+    pub sources: u64,
+    pub reasons: u64,
+}
+
+impl MapMemory {
+    pub const fn total(&self) -> u64 {
+        self.groups + self.sources + self.reasons
+    }
+}
+
+/// Kernel memory of the maps when `groups` and `sources` entries are in use, on a host with
+/// `cpus` possible CPUs. Full size is `map_memory(cpus, max, max, max, max)`.
+pub const fn map_memory(
+    cpus: u64,
+    max_groups: u64,
+    groups: u64,
+    max_sources: u64,
+    sources: u64,
+) -> MapMemory {
+    MapMemory {
+        groups: hash_map_bytes(
+            size_of::<GroupKey>() as u64,
+            size_of::<GroupValue>() as u64,
+            true,
+            max_groups,
+            groups,
+            cpus,
+        ),
+        sources: hash_map_bytes(
+            size_of::<SourceKey>() as u64,
+            size_of::<SourceValue>() as u64,
+            false,
+            max_sources,
+            sources,
+            cpus,
+        ),
+        reasons: percpu_array_bytes(size_of::<Counter>() as u64, Reason::COUNT as u64, cpus),
+    }
+}
+
+/// What the maps may cost at full default size on a 64-CPU host.
+pub const MEMORY_BUDGET_64_CPUS: u64 = 512 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::println;
+
+    use super::*;
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    fn full(cpus: u64) -> MapMemory {
+        let g = DEFAULT_MAX_GROUPS as u64;
+        let s = DEFAULT_MAX_SOURCES as u64;
+        map_memory(cpus, g, g, s, s)
+    }
+
+    #[test]
+    #[allow(clippy::cast_precision_loss, reason = "MiB figures for people")]
+    fn memory_budget_at_full_size() {
+        for cpus in [2, 64] {
+            let m = full(cpus);
+            println!(
+                "maps at full size, {cpus} CPUs: groups {:.1} MiB, sources {:.1} MiB, reasons {:.3} MiB, total {:.1} MiB",
+                m.groups as f64 / MIB,
+                m.sources as f64 / MIB,
+                m.reasons as f64 / MIB,
+                m.total() as f64 / MIB
+            );
+        }
+        // Per-CPU group values are the only part that grows with the CPU count; the sources
+        // map (1M entries) does not, which is why its counters are shared, not per-CPU.
+        assert_eq!(full(2).sources, full(64).sources);
+        assert!(full(64).groups > full(2).groups);
+        assert!(full(64).total() <= MEMORY_BUDGET_64_CPUS, "{:?}", full(64));
+        // An empty map costs only its buckets.
+        let empty = map_memory(64, 65_536, 0, 1_048_576, 0);
+        assert_eq!(empty.sources, 1_048_576 * HTAB_BUCKET);
+    }
+}

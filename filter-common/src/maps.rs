@@ -1,0 +1,253 @@
+//! Map keys and values, byte for byte as the kernel stores them.
+//!
+//! Every type is `#[repr(C)]` with explicit reserved bytes where alignment would otherwise
+//! insert padding, so that hashing (which covers every key byte) and `Pod` are sound. The
+//! size tests at the bottom pin the layouts.
+//!
+//! Addresses are 16 bytes in network order: IPv6 as is, IPv4 as IPv4-mapped
+//! (`::ffff:a.b.c.d`, see [`ipv4_mapped`]). One key shape serves both families; the group
+//! address tells them apart (IPv4 groups are `::ffff:224.0.0.0/100`, IPv6 groups `ff00::/8`).
+
+/// An IP address as stored in keys (16 bytes, network order; IPv4 is IPv4-mapped).
+pub type Addr = [u8; 16];
+
+/// Filter mode of a group on an interface (RFC 3376 §3.2 / RFC 3810 §4.2).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Only the listed sources are wanted; every other source is dropped.
+    Include = 0,
+    /// Every source is wanted except the listed ones, which are dropped.
+    Exclude = 1,
+}
+
+/// The mode and the active source-entry generation of a group, packed in one byte.
+///
+/// One byte so that a reader on another CPU never sees a torn mode/generation pair while
+/// userspace rewrites the per-CPU values. Bit 0: mode (1 = EXCLUDE); bit 1: generation.
+/// The generation lets userspace switch a group's mode *and* its whole source list in
+/// one map write: the new list is written under the other generation first, then this byte
+/// flips, then the old generation's entries are deleted.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct GroupState(pub u8);
+
+impl GroupState {
+    const EXCLUDE_BIT: u8 = 0b01;
+    const GENERATION_BIT: u8 = 0b10;
+
+    #[inline(always)]
+    pub const fn new(mode: Mode, generation: u8) -> Self {
+        let mode_bit = match mode {
+            Mode::Include => 0,
+            Mode::Exclude => Self::EXCLUDE_BIT,
+        };
+        Self(mode_bit | ((generation & 1) << 1))
+    }
+
+    #[inline(always)]
+    pub const fn mode(self) -> Mode {
+        if self.0 & Self::EXCLUDE_BIT != 0 {
+            Mode::Exclude
+        } else {
+            Mode::Include
+        }
+    }
+
+    /// The generation (0 or 1) whose source entries are in force.
+    #[inline(always)]
+    pub const fn generation(self) -> u8 {
+        (self.0 & Self::GENERATION_BIT) >> 1
+    }
+}
+
+/// Packets and bytes (bytes = whole frame length as seen by XDP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Counter {
+    pub const ZERO: Self = Self {
+        packets: 0,
+        bytes: 0,
+    };
+
+    #[inline(always)]
+    pub const fn add(&mut self, bytes: u64) {
+        self.packets += 1;
+        self.bytes += bytes;
+    }
+
+    /// Sum of two counters (for adding up per-CPU values).
+    #[must_use]
+    pub const fn plus(self, other: Self) -> Self {
+        Self {
+            packets: self.packets.wrapping_add(other.packets),
+            bytes: self.bytes.wrapping_add(other.bytes),
+        }
+    }
+}
+
+/// Key of the groups map: a multicast group on an ingress interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct GroupKey {
+    pub ifindex: u32,
+    pub group: Addr,
+}
+
+impl GroupKey {
+    #[inline(always)]
+    pub const fn new(ifindex: u32, group: Addr) -> Self {
+        Self { ifindex, group }
+    }
+}
+
+/// Value of the groups map (a per-CPU map: each CPU has its own copy).
+///
+/// The mode lives next to the per-group counters so that the one lookup that finds the
+/// group's mode also yields this CPU's counters. Userspace writes `state` into every CPU's
+/// copy at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct GroupValue {
+    pub state: GroupState,
+    pub reserved: [u8; 7],
+    /// Packets of this group that XDP passed (after the group was found).
+    pub passed: Counter,
+    /// Packets of this group that XDP dropped.
+    pub dropped: Counter,
+}
+
+impl GroupValue {
+    pub const fn new(state: GroupState) -> Self {
+        Self {
+            state,
+            reserved: [0; 7],
+            passed: Counter::ZERO,
+            dropped: Counter::ZERO,
+        }
+    }
+}
+
+/// Key of the sources map: one listed source of a group on an interface, in one generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct SourceKey {
+    pub ifindex: u32,
+    /// 0 or 1; must equal the group's [`GroupState::generation`] to be in force.
+    pub generation: u8,
+    pub reserved: [u8; 3],
+    pub group: Addr,
+    pub source: Addr,
+}
+
+impl SourceKey {
+    #[inline(always)]
+    pub const fn new(ifindex: u32, generation: u8, group: Addr, source: Addr) -> Self {
+        Self {
+            ifindex,
+            generation,
+            reserved: [0; 3],
+            group,
+            source,
+        }
+    }
+
+    pub const fn group_key(&self) -> GroupKey {
+        GroupKey::new(self.ifindex, self.group)
+    }
+}
+
+/// Value of the sources map: packets matching this entry (dropped in EXCLUDE mode, passed in
+/// INCLUDE mode). Shared by all CPUs and incremented with atomic adds: one source's flow
+/// normally stays on one receive queue, so the cache line rarely moves.
+pub type SourceValue = Counter;
+
+/// IPv4 address as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
+#[inline(always)]
+pub const fn ipv4_mapped(a: [u8; 4]) -> Addr {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// The IPv4 address inside an IPv4-mapped address, if it is one.
+pub const fn ipv4_unmapped(a: &Addr) -> Option<[u8; 4]> {
+    if a[0] == 0
+        && a[1] == 0
+        && a[2] == 0
+        && a[3] == 0
+        && a[4] == 0
+        && a[5] == 0
+        && a[6] == 0
+        && a[7] == 0
+        && a[8] == 0
+        && a[9] == 0
+        && a[10] == 0xff
+        && a[11] == 0xff
+    {
+        Some([a[12], a[13], a[14], a[15]])
+    } else {
+        None
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C)/repr(transparent) plain data without implicit padding
+    // (checked by the size tests below and by bytemuck's derive).
+    unsafe impl aya::Pod for super::GroupKey {}
+    unsafe impl aya::Pod for super::GroupValue {}
+    unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{align_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        // Sum of field sizes == struct size means no padding anywhere.
+        assert_eq!(size_of::<GroupKey>(), 4 + 16);
+        assert_eq!(size_of::<GroupValue>(), 1 + 7 + 16 + 16);
+        assert_eq!(size_of::<SourceKey>(), 4 + 1 + 3 + 16 + 16);
+        assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<GroupState>(), 1);
+        assert_eq!(align_of::<GroupValue>(), 8);
+        assert_eq!(align_of::<SourceKey>(), 4);
+    }
+
+    #[test]
+    fn group_state_round_trips() {
+        for mode in [Mode::Include, Mode::Exclude] {
+            for generation in [0, 1] {
+                let s = GroupState::new(mode, generation);
+                assert_eq!(s.mode(), mode);
+                assert_eq!(s.generation(), generation);
+            }
+        }
+        assert_eq!(GroupState::new(Mode::Exclude, 3).generation(), 1);
+        assert_eq!(GroupState(0).mode(), Mode::Include);
+    }
+
+    #[test]
+    fn ipv4_mapping_round_trips() {
+        let a = ipv4_mapped([232, 1, 2, 3]);
+        assert_eq!(ipv4_unmapped(&a), Some([232, 1, 2, 3]));
+        let mut v6 = [0u8; 16];
+        v6[0] = 0xff;
+        assert_eq!(ipv4_unmapped(&v6), None);
+    }
+}

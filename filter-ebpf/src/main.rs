@@ -1,0 +1,81 @@
+//! msfilter's XDP program: judges every multicast datagram by (ingress interface, group,
+//! source) against the groups and sources maps, before the network stack sees it.
+//!
+//! The entry point is deliberately tiny: [`try_msfilter`] parses and judges; whatever it
+//! could not judge comes back as an [`Error`] and is passed. The rules are those of the
+//! reference model in `filter_common::verdict`, which the tests hold this program to.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(
+    internal_features,
+    reason = "atomic_xadd: the BPF target has no AtomicU64::fetch_add"
+)]
+
+mod counters;
+mod maps;
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use filter_common::{GroupKey, SourceKey, Verdict, verdict::decide};
+
+use crate::parse::{Error, Frame};
+
+#[xdp]
+pub fn msfilter(ctx: XdpContext) -> u32 {
+    match try_msfilter(&ctx) {
+        Ok(verdict) => verdict as u32,
+        Err(error) => {
+            counters::count_reason(error.reason(), parse::frame_len(&ctx));
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// Parse the frame and judge it. Frames that are not multicast data subject to the filter
+/// (not IP, malformed, truncated, control traffic, unicast) come back as `Err` and pass.
+#[inline(always)]
+fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
+    let Frame { group, source } = parse::multicast_datagram(ctx)?;
+    let len = parse::frame_len(ctx);
+    let ifindex = ctx.ingress_ifindex() as u32;
+
+    let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(GroupKey::new(ifindex, group)) else {
+        let reason = filter_common::Reason::Unmanaged;
+        counters::count_reason(reason, len);
+        return Ok(reason.verdict());
+    };
+    // SAFETY: the pointer comes from a successful lookup in a per-CPU map: this CPU's copy,
+    // which nothing else writes while this program runs on this CPU.
+    let group_value = unsafe { &mut *group_value };
+    let state = group_value.state;
+
+    let source_key = SourceKey::new(ifindex, state.generation(), group, source);
+    let listed = match maps::MSF_SOURCES.get_ptr_mut(source_key) {
+        Some(source_value) => {
+            counters::count_shared(source_value, len);
+            true
+        }
+        None => false,
+    };
+
+    let reason = decide(state.mode(), listed);
+    let verdict = reason.verdict();
+    match verdict {
+        Verdict::Pass => group_value.passed.add(len),
+        Verdict::Drop => group_value.dropped.add(len),
+    }
+    counters::count_reason(reason, len);
+    Ok(verdict)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: the verifier rejects any program with a reachable panic path.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,30 @@
+//! The maps the program reads. Names and default capacities come from
+//! `filter_common::limits`; userspace may resize the hash maps at load time.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+};
+use filter_common::{
+    Counter, GroupKey, GroupValue, Reason, SourceKey,
+    limits::{DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},
+    maps::SourceValue,
+};
+
+/// `limits::GROUPS_MAP`: mode, generation and per-CPU counters of each managed group.
+/// Not preallocated: memory follows the groups in use (the per-CPU values are the map's
+/// biggest cost on many-core hosts).
+#[map]
+pub(crate) static MSF_GROUPS: PerCpuHashMap<GroupKey, GroupValue> =
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_GROUPS, BPF_F_NO_PREALLOC);
+
+/// `limits::SOURCES_MAP`: listed sources of each managed group, with shared counters.
+#[map]
+pub(crate) static MSF_SOURCES: HashMap<SourceKey, SourceValue> =
+    HashMap::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_NO_PREALLOC);
+
+/// `limits::REASONS_MAP`: per-CPU packets and bytes by `Reason`.
+#[map]
+pub(crate) static MSF_REASONS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(Reason::COUNT as u32, 0);

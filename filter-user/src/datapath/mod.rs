@@ -1,0 +1,273 @@
+//! The datapath layer: the XDP object, where it is attached, and what its maps hold.
+//!
+//! * [`Datapath::load`]: load the embedded object with the chosen map capacities.
+//! * [`Datapath::attach`] / [`Datapath::detach`]: driver mode first, generic (skb) mode as
+//!   fallback; detach deletes every map entry of that interface.
+//! * [`Datapath::set_filter`] / [`Datapath::set_filters`]: make a group's entries equal a
+//!   desired filter, writing only the difference, in batches, in an order that never shows
+//!   the program a mix of two filters' modes (see `maps.rs`).
+//! * [`Datapath::reason_counters`], [`Datapath::group_counters`],
+//!   [`Datapath::source_counters`]: counters summed over CPUs.
+//! * [`Datapath::test_run`]: run the program on a frame through `BPF_PROG_TEST_RUN`.
+
+mod attach;
+mod counters;
+mod maps;
+pub mod sys;
+
+use std::{collections::BTreeSet, io, path::PathBuf};
+
+pub use attach::{AttachMode, Attachment};
+use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
+pub use counters::{GroupCounters, ReasonCounters};
+use filter_common::{
+    Addr, Mode,
+    limits::{
+        DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, MIN_MAX_GROUPS, MIN_MAX_SOURCES,
+        PROGRAM_NAME, REASONS_MAP, SOURCES_MAP,
+    },
+};
+pub use maps::{FilterChange, Installed};
+
+/// The XDP object built from `filter-ebpf` by `build.rs`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/msfilter-xdp"));
+
+/// Errors of the datapath layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(
+        "this build has no XDP object (it was built with AYA_BUILD_SKIP); rebuild without it \
+         after `cargo xtask setup`"
+    )]
+    ObjectMissing,
+    #[error("map capacity {name} = {value} is out of range (at least {min})")]
+    InvalidCapacity {
+        name: &'static str,
+        value: u32,
+        min: u32,
+    },
+    #[error("loading the XDP object failed: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the XDP object has no {kind} named {name}")]
+    MissingInObject {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error("loading the XDP program into the kernel failed: {0}")]
+    LoadProgram(#[source] Box<aya::programs::ProgramError>),
+    #[error("no interface named {0:?}")]
+    NoSuchInterface(String),
+    #[error("no interface with index {0}")]
+    NoSuchIfindex(u32),
+    #[error("msfilter is already attached to {iface} (mode {mode})")]
+    AlreadyAttached { iface: String, mode: AttachMode },
+    #[error("msfilter is not attached to interface index {0}")]
+    NotAttached(u32),
+    #[error("attaching to {iface} failed: {detail}")]
+    Attach { iface: String, detail: String },
+    #[error("detaching from {iface} failed: {detail}")]
+    Detach { iface: String, detail: String },
+    #[error(
+        "the {map} map is full: capacity {capacity}, {in_use} in use, this change needs \
+         {needed} more; nothing was changed (raise the capacity at load time)"
+    )]
+    Capacity {
+        map: &'static str,
+        capacity: u32,
+        in_use: usize,
+        needed: usize,
+    },
+    #[error("{op} on the {map} map failed: {source}")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("running the program on a test frame failed: {0}")]
+    TestRun(#[source] Box<aya::programs::ProgramError>),
+}
+
+pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+/// Map capacities, chosen at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    pub max_groups: u32,
+    pub max_sources: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Self {
+            max_groups: DEFAULT_MAX_GROUPS,
+            max_sources: DEFAULT_MAX_SOURCES,
+        }
+    }
+}
+
+/// Options for [`Datapath::load`].
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub capacities: Capacities,
+    /// Where to pin (or find already pinned) maps; `None` keeps them private to this process.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// A group's filter on one interface: the mode and the listed sources.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupFilter {
+    pub mode: Mode,
+    pub sources: BTreeSet<Addr>,
+}
+
+impl GroupFilter {
+    pub fn new(mode: Mode, sources: impl IntoIterator<Item = Addr>) -> Self {
+        Self {
+            mode,
+            sources: sources.into_iter().collect(),
+        }
+    }
+}
+
+/// The loaded XDP program, its maps, and what this process wrote into them.
+pub struct Datapath {
+    ebpf: Ebpf,
+    maps: maps::FilterMaps,
+    attachments: attach::Attachments,
+    capacities: Capacities,
+}
+
+impl Datapath {
+    /// Load the embedded XDP object with the given map capacities.
+    pub fn load(options: &LoadOptions) -> Result<Self> {
+        if OBJECT.is_empty() {
+            return Err(DatapathError::ObjectMissing);
+        }
+        let Capacities {
+            max_groups,
+            max_sources,
+        } = options.capacities;
+        for (name, value, min) in [
+            ("max_groups", max_groups, MIN_MAX_GROUPS),
+            ("max_sources", max_sources, MIN_MAX_SOURCES),
+        ] {
+            if value < min {
+                return Err(DatapathError::InvalidCapacity { name, value, min });
+            }
+        }
+        raise_memlock_limit();
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(GROUPS_MAP, max_groups)
+            .map_max_entries(SOURCES_MAP, max_sources);
+        if let Some(dir) = &options.pin_dir {
+            loader.default_map_pin_directory(dir);
+        }
+        let mut ebpf = loader
+            .load(OBJECT)
+            .map_err(|e| DatapathError::Load(Box::new(e)))?;
+        let program = program_mut(&mut ebpf)?;
+        program
+            .load()
+            .map_err(|e| DatapathError::LoadProgram(Box::new(e)))?;
+
+        let mut take = |name: &'static str| -> Result<MapData> {
+            let map = ebpf
+                .take_map(name)
+                .ok_or(DatapathError::MissingInObject { kind: "map", name })?;
+            Ok(match map {
+                aya::maps::Map::HashMap(d)
+                | aya::maps::Map::PerCpuHashMap(d)
+                | aya::maps::Map::PerCpuArray(d) => d,
+                _ => {
+                    return Err(DatapathError::MissingInObject {
+                        kind: "map of the expected type",
+                        name,
+                    });
+                }
+            })
+        };
+        let groups = take(GROUPS_MAP)?;
+        let sources = take(SOURCES_MAP)?;
+        let reasons = take(REASONS_MAP)?;
+        let maps = maps::FilterMaps::open(groups, sources, reasons, options.capacities)?;
+        Ok(Self {
+            ebpf,
+            maps,
+            attachments: attach::Attachments::default(),
+            capacities: options.capacities,
+        })
+    }
+
+    pub const fn capacities(&self) -> Capacities {
+        self.capacities
+    }
+
+    fn program(&self) -> Result<&Xdp> {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .ok_or(DatapathError::MissingInObject {
+                kind: "XDP program",
+                name: PROGRAM_NAME,
+            })
+    }
+
+    /// The kernel's memory figure for each map: (groups, sources, reasons), in bytes.
+    pub fn map_memory(&self) -> Result<(u64, u64, u64)> {
+        self.maps.memlock()
+    }
+}
+
+fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .and_then(|p| <&mut Xdp>::try_from(p).ok())
+        .ok_or(DatapathError::MissingInObject {
+            kind: "XDP program",
+            name: PROGRAM_NAME,
+        })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; lift it where allowed.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        log::debug!(
+            "could not lift RLIMIT_MEMLOCK: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Resolve an interface given by name or by index in the calling thread's network namespace.
+pub fn resolve_interface(spec: &str) -> Result<(u32, String)> {
+    if let Ok(index) = spec.parse::<u32>() {
+        let name = interface_name(index).ok_or(DatapathError::NoSuchIfindex(index))?;
+        return Ok((index, name));
+    }
+    let c = std::ffi::CString::new(spec)
+        .map_err(|_| DatapathError::NoSuchInterface(spec.to_string()))?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(DatapathError::NoSuchInterface(spec.to_string()));
+    }
+    Ok((index, spec.to_string()))
+}
+
+/// The name of interface `index`, if it exists.
+pub fn interface_name(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}

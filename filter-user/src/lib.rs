@@ -1,0 +1,2 @@
+//! msfilter userspace library.
+pub mod datapath;
