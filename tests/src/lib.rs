@@ -1,1 +1,4 @@
-
+//! msfilter's test bed: what the integration tests, the demo and the benchmark share.
+//!
+//! * [`netns`]: network namespaces and veth pairs that clean up after themselves.
+pub mod netns;

@@ -271,3 +271,9 @@ pub fn interface_name(index: u32) -> Option<String> {
     let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     Some(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
+
+// Tests and the daemon hand the datapath to threads inside network namespaces.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Datapath>();
+};
