@@ -1,0 +1,1 @@
+//! The socket-option layer (being written).
