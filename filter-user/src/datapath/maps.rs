@@ -29,7 +29,7 @@ use filter_common::{
 
 use super::{
     Capacities, Datapath, DatapathError, GroupFilter, Result,
-    sys::{self, BPF_EXIST, BPF_NOEXIST},
+    sys::{self, BPF_ANY, BPF_EXIST, BPF_NOEXIST},
 };
 
 /// Elements per batch syscall.
@@ -234,7 +234,8 @@ impl FilterMaps {
                 bytemuck::cast_slice(chunk),
                 bytemuck::cast_slice(&zeros[..chunk.len()]),
                 chunk.len(),
-                BPF_NOEXIST,
+                // Batches accept no BPF_NOEXIST; the mirror guarantees these keys are new.
+                BPF_ANY,
             ) {
                 // Undo this call's partial work and every earlier chunk.
                 let done = i * BATCH + e.done;

@@ -15,6 +15,7 @@ const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
+pub(crate) const BPF_ANY: u64 = 0;
 pub(crate) const BPF_NOEXIST: u64 = 1;
 pub(crate) const BPF_EXIST: u64 = 2;
 
