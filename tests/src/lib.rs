@@ -2,3 +2,4 @@
 //!
 //! * [`netns`]: network namespaces and veth pairs that clean up after themselves.
 pub mod netns;
+pub mod traffic;
