@@ -3,3 +3,6 @@
 //! * [`netns`]: network namespaces and veth pairs that clean up after themselves.
 pub mod netns;
 pub mod traffic;
+pub mod packet;
+pub mod rng;
+pub mod model;

@@ -1,0 +1,175 @@
+//! The reference model and the XDP program, asked the same question.
+//!
+//! [`MapsPolicy`] lets the model (`filter_common::verdict::verdict`) consult exactly what the
+//! datapath's maps hold, as mirrored by [`Datapath::installed`]. [`judge_kernel`] runs the
+//! program on a frame through `BPF_PROG_TEST_RUN` and reads the reason it gave from the
+//! reason counters; [`judge_model`] asks the model. Tests compare the two.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use filter_common::{
+    Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, maps::ipv4_unmapped,
+    verdict::verdict,
+};
+use msfilter::datapath::{Capacities, Datapath, Installed, LoadOptions};
+
+use crate::packet::hex;
+
+/// What the maps hold, as a policy for the model. A source entry counts only under the
+/// group's active generation, as in the kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct MapsPolicy<'a>(pub &'a BTreeMap<GroupKey, Installed>);
+
+impl Policy for MapsPolicy<'_> {
+    fn group(&self, key: &GroupKey) -> Option<GroupState> {
+        self.0.get(key).map(|installed| installed.state)
+    }
+
+    fn has_source(&self, key: &SourceKey) -> bool {
+        self.0.get(&key.group_key()).is_some_and(|installed| {
+            installed.state.generation() == key.generation
+                && installed.sources.contains(&key.source)
+        })
+    }
+}
+
+/// Load the program with small maps (tests need few entries, and loading is faster).
+pub fn load_datapath() -> Datapath {
+    let options = LoadOptions {
+        capacities: Capacities {
+            max_groups: 256,
+            max_sources: 4096,
+        },
+        pin_dir: None,
+    };
+    Datapath::load(&options).unwrap_or_else(|e| {
+        panic!(
+            "loading the XDP program failed (these tests need root and a BPF-capable kernel): {e}"
+        )
+    })
+}
+
+/// The model's verdict and reason for `frame` arriving on `ifindex`, under what `dp`'s maps
+/// hold.
+pub fn judge_model(dp: &Datapath, frame: &[u8], ifindex: u32) -> (Verdict, Reason) {
+    verdict(frame, ifindex, &MapsPolicy(dp.installed()))
+}
+
+/// The XDP program's verdict and reason for `frame` arriving on `ifindex` (which must exist
+/// in the calling thread's network namespace). The reason is the one reason counter that
+/// grew, by exactly one packet of the frame's length; anything else, or an XDP action that
+/// does not match the reason, is an error describing what happened.
+pub fn try_judge_kernel(
+    dp: &Datapath,
+    frame: &[u8],
+    ifindex: u32,
+) -> Result<(Verdict, Reason), String> {
+    let counters = || {
+        dp.reason_counters()
+            .map_err(|e| format!("reading the reason counters: {e}"))
+    };
+    let before = counters()?;
+    let action = dp
+        .test_run(frame, Some(ifindex))
+        .map_err(|e| format!("test run on ifindex {ifindex}: {e}"))?;
+    let delta = counters()?.since(&before);
+
+    let grown: Vec<_> = Reason::ALL
+        .into_iter()
+        .map(|r| (r, delta.get(r)))
+        .filter(|(_, c)| c.packets != 0 || c.bytes != 0)
+        .collect();
+    let reason = match grown.as_slice() {
+        [(reason, c)] if c.packets == 1 && c.bytes == frame.len() as u64 => *reason,
+        _ => {
+            return Err(format!(
+                "expected exactly one reason counter to grow by 1 packet and {} bytes, got {grown:?}",
+                frame.len()
+            ));
+        }
+    };
+    let verdict = Verdict::from_action(action)
+        .ok_or_else(|| format!("XDP action {action} is neither DROP nor PASS ({reason:?})"))?;
+    if verdict != reason.verdict() {
+        return Err(format!(
+            "XDP action {verdict:?} does not match the counted reason {reason:?}"
+        ));
+    }
+    Ok((verdict, reason))
+}
+
+/// [`try_judge_kernel`], failing the test with the frame in hex if the counters or the action
+/// are inconsistent.
+pub fn judge_kernel(dp: &Datapath, frame: &[u8], ifindex: u32) -> (Verdict, Reason) {
+    try_judge_kernel(dp, frame, ifindex)
+        .unwrap_or_else(|e| panic!("{e}\nframe ({} bytes): {}", frame.len(), hex(frame)))
+}
+
+/// An address as people write it (IPv4-mapped addresses as dotted quads).
+pub fn addr_to_string(addr: &Addr) -> String {
+    match ipv4_unmapped(addr) {
+        Some(v4) => Ipv4Addr::from(v4).to_string(),
+        None => Ipv6Addr::from(*addr).to_string(),
+    }
+}
+
+/// What the maps hold, one group per line: `if 3 232.1.1.1 EXCLUDE gen 1 {10.0.0.1, ...}`.
+pub fn policy_summary(installed: &BTreeMap<GroupKey, Installed>) -> String {
+    if installed.is_empty() {
+        return "(no groups)".to_string();
+    }
+    let mut out = String::new();
+    for (key, group) in installed {
+        let sources: Vec<_> = group.sources.iter().map(addr_to_string).collect();
+        let _ = writeln!(
+            out,
+            "if {} {} {:?} gen {} {{{}}}",
+            key.ifindex,
+            addr_to_string(&key.group),
+            group.state.mode(),
+            group.state.generation(),
+            sources.join(", ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use filter_common::{Mode, maps::ipv4_mapped};
+
+    use super::*;
+
+    #[test]
+    fn sources_count_only_under_the_active_generation() {
+        let group = ipv4_mapped([232, 1, 1, 1]);
+        let source = ipv4_mapped([10, 0, 0, 1]);
+        let key = GroupKey::new(3, group);
+        let mut installed = BTreeMap::new();
+        installed.insert(
+            key,
+            Installed {
+                state: GroupState::new(Mode::Exclude, 1),
+                sources: BTreeSet::from([source]),
+            },
+        );
+        let policy = MapsPolicy(&installed);
+        assert_eq!(policy.group(&key), Some(GroupState::new(Mode::Exclude, 1)));
+        assert_eq!(policy.group(&GroupKey::new(4, group)), None);
+        assert!(policy.has_source(&SourceKey::new(3, 1, group, source)));
+        assert!(!policy.has_source(&SourceKey::new(3, 0, group, source)));
+        assert!(!policy.has_source(&SourceKey::new(4, 1, group, source)));
+        assert_eq!(
+            policy_summary(&installed),
+            "if 3 232.1.1.1 Exclude gen 1 {10.0.0.1}\n"
+        );
+        assert_eq!(
+            addr_to_string(&[0xff; 16]),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+    }
+}
