@@ -77,7 +77,14 @@ pub fn ensure(root: &Path, nightly: &Nightly) -> Result<()> {
     )?;
     let built = version(&linker).context("the freshly built bpf-linker does not run")?;
     fs::write(&stamp_file, stamp).with_context(|| format!("writing {}", stamp_file.display()))?;
-    say(TAG, format_args!("{built}: built ({})", linker.display()));
+    say(
+        TAG,
+        format_args!(
+            "{built}: built ({}; the BPF target's linker wrapper finds it there, no PATH change \
+             needed)",
+            linker.display()
+        ),
+    );
     Ok(())
 }
 

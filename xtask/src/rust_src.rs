@@ -3,12 +3,12 @@
 //! component named by `MSFILTER_RUST_SRC_ARCHIVE`.
 
 use std::{
-    env,
+    env, fs,
     path::{Path, PathBuf},
     process::Command,
 };
 
-use anyhow::{Result, anyhow, bail, ensure};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 
 use crate::{cmd, nightly::Nightly, say, setup::TAG};
 
@@ -27,7 +27,10 @@ pub fn ensure(nightly: &Nightly) -> Result<()> {
         TAG,
         Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
     ) {
-        Ok(()) if core_manifest.is_file() => return Ok(()),
+        Ok(()) if core_manifest.is_file() => {
+            say(TAG, "nightly rust-src: installed");
+            return Ok(());
+        }
         Ok(()) => anyhow!(
             "it succeeded, but {} is still missing",
             core_manifest.display()
@@ -50,7 +53,7 @@ pub fn ensure(nightly: &Nightly) -> Result<()> {
             archive.display()
         ),
     );
-    unpack(&archive, &src, &core_manifest).map_err(|archive_error| {
+    unpack(&archive, &src).map_err(|archive_error| {
         anyhow!(
             "the nightly's rust-src is missing and could not be installed:\n  \
              - with rustup: {rustup_error:#}\n  \
@@ -58,24 +61,37 @@ pub fn ensure(nightly: &Nightly) -> Result<()> {
              Fix either and rerun `cargo xtask setup`.",
             archive.display()
         )
-    })
+    })?;
+    say(TAG, "nightly rust-src: installed from the archive");
+    Ok(())
 }
 
-fn unpack(archive: &Path, src: &Path, core_manifest: &Path) -> Result<()> {
+/// Unpacks into a staging directory first, so an interrupted or broken unpack never leaves
+/// a half tree that a later check would take for rust-src.
+fn unpack(archive: &Path, src: &Path) -> Result<()> {
     ensure!(archive.is_file(), "no such file");
-    std::fs::create_dir_all(src)?;
+    let staging = src.join("unpacking");
+    let library = src.join("library");
+    for incomplete in [&staging, &library] {
+        if incomplete.exists() {
+            fs::remove_dir_all(incomplete)
+                .with_context(|| format!("removing {}", incomplete.display()))?;
+        }
+    }
+    fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     cmd::run(
         TAG,
         Command::new("tar")
             .arg("-xJf")
             .arg(archive)
             .arg("-C")
-            .arg(src),
+            .arg(&staging),
     )?;
     ensure!(
-        core_manifest.is_file(),
-        "unpacked, but {} is still missing: the archive's top level must be `library/`",
-        core_manifest.display()
+        staging.join("library/core/Cargo.toml").is_file(),
+        "it has no library/core/Cargo.toml: the archive's top level must be `library/`"
     );
-    Ok(())
+    fs::rename(staging.join("library"), &library)
+        .with_context(|| format!("moving the unpacked tree to {}", library.display()))?;
+    fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))
 }
