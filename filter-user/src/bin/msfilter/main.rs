@@ -1,0 +1,288 @@
+//! `msfilter`: the command line. One verb per request; every one-shot command acts for a
+//! persistent named client (`--client`, default `cli`) that lives in the daemon until its
+//! memberships are left. Exit status: 0 done, 1 refused (the reason is on stderr, with the
+//! kernel's errno name when the kernel refused), 2 bad usage, 3 the daemon is unreachable.
+
+mod output;
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use msfilter::{
+    client::{Client, ClientError},
+    daemon::{self, DEFAULT_SOCKET, DaemonOptions, protocol::ListFilter},
+    datapath::Capacities,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "msfilter",
+    version,
+    about = "Multicast source filter: drops unwanted multicast sources at XDP, in step with \
+             the kernel's own membership state."
+)]
+struct Cli {
+    /// The daemon's socket.
+    #[arg(long, global = true, env = "MSFILTER_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// The persistent client that one-shot commands act for.
+    #[arg(long, global = true, default_value = "cli")]
+    client: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Group {
+    /// Interface name or index.
+    iface: String,
+    /// Multicast group (IPv4 or IPv6).
+    group: IpAddr,
+}
+
+#[derive(Debug, Args)]
+struct GroupSource {
+    #[command(flatten)]
+    at: Group,
+    /// Unicast source address, same family as the group.
+    source: IpAddr,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Include,
+    Exclude,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Join GROUP on IFACE for any source (EXCLUDE {}); the kernel sends the report.
+    Join(Group),
+    /// Leave GROUP on IFACE, and every source with it.
+    Leave(Group),
+    /// Stop receiving SOURCE in an any-source membership (dropped at XDP).
+    Block(GroupSource),
+    /// Receive SOURCE again in an any-source membership.
+    Unblock(GroupSource),
+    /// Receive GROUP from SOURCE (controlled-source, INCLUDE mode; joins if needed).
+    JoinSource(GroupSource),
+    /// Stop receiving GROUP from SOURCE (controlled-source).
+    LeaveSource(GroupSource),
+    /// Set or show a group's whole filter.
+    #[command(subcommand)]
+    Filter(FilterCommand),
+    /// List the filters XDP enforces, with their counters.
+    List {
+        /// Only this interface (name or index).
+        #[arg(long)]
+        iface: Option<String>,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<IpAddr>,
+        /// Entries per page fetched from the daemon.
+        #[arg(long, default_value_t = 1024)]
+        page: u32,
+        /// JSON output.
+        #[arg(short, long)]
+        json: bool,
+    },
+    /// Show what XDP passed and dropped, by reason.
+    Stats {
+        /// JSON output.
+        #[arg(short, long)]
+        json: bool,
+    },
+    /// Run the daemon (serves the socket given by --socket).
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum FilterCommand {
+    /// Set the whole filter of GROUP: the mode and its source list.
+    Set {
+        #[command(flatten)]
+        at: Group,
+        /// Filter mode.
+        #[arg(long, value_enum)]
+        mode: ModeArg,
+        /// Sources listed in the filter.
+        sources: Vec<IpAddr>,
+    },
+    /// Show this client's filter of GROUP and the interface's merged filter.
+    Get {
+        #[command(flatten)]
+        at: Group,
+        /// JSON output.
+        #[arg(short, long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DaemonArgs {
+    /// Group (name or number) whose members may change the filter, besides root.
+    #[arg(long)]
+    group: Option<String>,
+    /// Capacity of the groups map.
+    #[arg(long, default_value_t = Capacities::default().max_groups)]
+    max_groups: u32,
+    /// Capacity of the (group, source) map.
+    #[arg(long, default_value_t = Capacities::default().max_sources)]
+    max_sources: u32,
+    /// Raise the kernel's per-socket source limits (net.ipv4.igmp_max_msf,
+    /// net.ipv6.mld_max_msf) to at least N.
+    #[arg(long, value_name = "N")]
+    max_sources_per_socket: Option<u32>,
+}
+
+/// How a command failed, for the exit status.
+enum Failure {
+    Refused(ClientError),
+    Unreachable(ClientError),
+    Other(anyhow::Error),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Refused(_) => Self::Refused(e),
+            _ => Self::Unreachable(e),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Other(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("msfilter: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(e)) => {
+            eprintln!("msfilter: {e}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Unreachable(e)) => {
+            eprintln!("msfilter: {e}");
+            ExitCode::from(3)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("msfilter: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let Cli {
+        socket,
+        client,
+        command,
+    } = cli;
+    let mutate = |socket: PathBuf, client: String| async move {
+        Client::register_persistent(&socket, &client).await
+    };
+    match command {
+        Command::Join(Group { iface, group }) => {
+            let f = mutate(socket, client).await?.join(&iface, group).await?;
+            output::applied(&iface, group, f.as_ref());
+        }
+        Command::Leave(Group { iface, group }) => {
+            let f = mutate(socket, client).await?.leave(&iface, group).await?;
+            output::applied(&iface, group, f.as_ref());
+        }
+        Command::Block(GroupSource { at, source }) => {
+            let mut c = mutate(socket, client).await?;
+            let f = c.block(&at.iface, at.group, source).await?;
+            output::applied(&at.iface, at.group, f.as_ref());
+        }
+        Command::Unblock(GroupSource { at, source }) => {
+            let mut c = mutate(socket, client).await?;
+            let f = c.unblock(&at.iface, at.group, source).await?;
+            output::applied(&at.iface, at.group, f.as_ref());
+        }
+        Command::JoinSource(GroupSource { at, source }) => {
+            let mut c = mutate(socket, client).await?;
+            let f = c.join_source(&at.iface, at.group, source).await?;
+            output::applied(&at.iface, at.group, f.as_ref());
+        }
+        Command::LeaveSource(GroupSource { at, source }) => {
+            let mut c = mutate(socket, client).await?;
+            let f = c.leave_source(&at.iface, at.group, source).await?;
+            output::applied(&at.iface, at.group, f.as_ref());
+        }
+        Command::Filter(FilterCommand::Set { at, mode, sources }) => {
+            let mode = match mode {
+                ModeArg::Include => filter_common::Mode::Include,
+                ModeArg::Exclude => filter_common::Mode::Exclude,
+            };
+            let mut c = mutate(socket, client).await?;
+            let f = c.set_filter(&at.iface, at.group, mode, sources).await?;
+            output::applied(&at.iface, at.group, f.as_ref());
+        }
+        Command::Filter(FilterCommand::Get { at, json }) => {
+            // Read the named client's filter without registering (which would create it).
+            let mut c = Client::connect(&socket).await?;
+            let (own, interface) = c.filter_of(Some(&client), &at.iface, at.group).await?;
+            output::filter(
+                &client,
+                &at.iface,
+                at.group,
+                own.as_ref(),
+                interface.as_ref(),
+                json,
+            )
+            .context("writing the output")?;
+        }
+        Command::List {
+            iface,
+            group,
+            page,
+            json,
+        } => {
+            let mut c = Client::connect(&socket).await?;
+            let mut out = output::List::new(json);
+            c.list(ListFilter { iface, group }, Some(page), |entries| {
+                out.page(&entries);
+            })
+            .await?;
+            out.finish().context("writing the output")?;
+        }
+        Command::Stats { json } => {
+            let stats = Client::connect(&socket).await?.stats().await?;
+            output::stats(&stats, json).context("writing the output")?;
+        }
+        Command::Daemon(args) => {
+            init_logging();
+            daemon::run(DaemonOptions {
+                socket,
+                group: args.group,
+                capacities: Capacities {
+                    max_groups: args.max_groups,
+                    max_sources: args.max_sources,
+                },
+                max_sources_per_socket: args.max_sources_per_socket,
+            })
+            .await
+            .map_err(anyhow::Error::from)?;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+}

@@ -1,0 +1,96 @@
+//! Kernel refusals in msfilter's words: the errno name stays as the kernel gave it, the
+//! sentence says what it means for this request, using what the client held before.
+
+use std::net::IpAddr;
+
+use filter_common::Mode;
+
+use super::protocol::{ErrorKind, ErrorReply, Op};
+use crate::{
+    datapath::GroupFilter,
+    sockopt::{Family, Limit, SockoptError},
+};
+
+/// Context of a refused request.
+pub(crate) struct Refused<'a> {
+    pub(crate) op: &'a Op,
+    pub(crate) group: IpAddr,
+    pub(crate) iface: &'a str,
+    /// The client's filter for this group before the request.
+    pub(crate) before: Option<&'a GroupFilter>,
+}
+
+pub(crate) fn kernel_error(e: &SockoptError, r: &Refused<'_>) -> ErrorReply {
+    ErrorReply {
+        kind: ErrorKind::Kernel,
+        errno: Some(e.errno_name().to_string()),
+        message: sentence(e, r),
+    }
+}
+
+fn sentence(e: &SockoptError, r: &Refused<'_>) -> String {
+    let Refused {
+        op,
+        group,
+        iface,
+        before,
+    } = r;
+    let on = format!("{group} ({iface})");
+    let mode = before.map(|f| f.mode);
+    match (e.errno, op) {
+        (libc::EADDRINUSE, Op::Join) if mode == Some(Mode::Include) => format!(
+            "{group} is already joined on {iface} source-specifically; leave it or use \
+             set-filter to switch it to EXCLUDE"
+        ),
+        (libc::EADDRINUSE, Op::Join) => format!("{group} is already joined on {iface}"),
+        (libc::EADDRNOTAVAIL, Op::Leave) => format!("{group} is not joined on {iface}"),
+        (libc::EADDRNOTAVAIL, Op::Block { source }) => {
+            format!("{source} is already blocked on {on}")
+        }
+        (libc::EADDRNOTAVAIL, Op::Unblock { source }) => format!("{source} is not blocked on {on}"),
+        (libc::EADDRNOTAVAIL, Op::JoinSource { source }) => {
+            format!("{source} is already joined on {on}")
+        }
+        (libc::EADDRNOTAVAIL, Op::LeaveSource { source }) => {
+            format!("{source} is not joined on {on}")
+        }
+        (libc::EINVAL, Op::SetFilter { .. }) if before.is_none() => {
+            format!("{group} is not joined on {iface}; join it before setting its filter")
+        }
+        (libc::EINVAL, _) if before.is_none() => format!("{group} is not joined on {iface}"),
+        (libc::EINVAL, Op::JoinSource { .. } | Op::LeaveSource { .. })
+            if mode == Some(Mode::Exclude) =>
+        {
+            format!(
+                "{on} is joined any-source (EXCLUDE mode): use block/unblock, or set-filter \
+                 to switch it to INCLUDE"
+            )
+        }
+        (libc::EINVAL, Op::Block { .. } | Op::Unblock { .. }) if mode == Some(Mode::Include) => {
+            format!(
+                "{on} is joined source-specifically (INCLUDE mode): use join-source/leave-source, \
+                 or set-filter to switch it to EXCLUDE"
+            )
+        }
+        (libc::ENOBUFS, Op::Join) => format!(
+            "the kernel refused another membership on {iface} (see {})",
+            Limit::IgmpMaxMemberships.key()
+        ),
+        (libc::ENOBUFS, _) => {
+            let limit = Limit::max_sources(Family::of(*group));
+            let value = limit
+                .read()
+                .map_or_else(|_| "its".to_string(), |v| v.to_string());
+            format!(
+                "{on} would list more sources than the kernel allows per socket ({} = {value}); \
+                 start the daemon with --max-sources-per-socket N to raise it",
+                limit.key()
+            )
+        }
+        (libc::ENODEV, _) => format!("no interface {iface}"),
+        (libc::EPERM | libc::EACCES, _) => {
+            format!("the kernel denied {} on {on}: permission", e.option)
+        }
+        _ => format!("the kernel refused {} on {on}", e.option),
+    }
+}

@@ -1,0 +1,114 @@
+//! The daemon: serves the local API, owns the clients, their sockets and the datapath.
+//!
+//! * [`protocol`]: the wire protocol (shared with [`crate::client`]).
+//! * `server`: the UNIX socket, peer credentials, framing, the controller thread.
+//! * `controller`: clients, handles, and the request path (sockopt → policy → datapath).
+//! * `explain`: kernel refusals in msfilter's words.
+
+mod controller;
+mod explain;
+pub mod protocol;
+mod server;
+
+use std::{io, path::PathBuf};
+
+use crate::{
+    datapath::{Capacities, Datapath, DatapathError, LoadOptions},
+    sockopt::Limit,
+};
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/msfilter.sock";
+
+/// How to run the daemon.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub socket: PathBuf,
+    /// Group (name or number) whose members may change the filter besides root.
+    pub group: Option<String>,
+    pub capacities: Capacities,
+    /// Raise the kernel's per-socket source limits (`net.ipv4.igmp_max_msf`,
+    /// `net.ipv6.mld_max_msf`) to at least this.
+    pub max_sources_per_socket: Option<u32>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            group: None,
+            capacities: Capacities::default(),
+            max_sources_per_socket: None,
+        }
+    }
+}
+
+/// Why the daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another msfilter daemon is listening on {0}")]
+    AlreadyRunning(PathBuf),
+    #[error("socket {0}: {1}")]
+    Socket(PathBuf, #[source] io::Error),
+    #[error("no group named {0:?}")]
+    NoSuchGroup(String),
+    #[error("setting {key} to {value}: {source}")]
+    Limit {
+        key: &'static str,
+        value: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("installing signal handlers: {0}")]
+    Signal(#[source] io::Error),
+    #[error("starting the controller thread: {0}")]
+    Thread(#[source] io::Error),
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
+    let gid = options.group.as_deref().map(group_id).transpose()?;
+    if let Some(n) = options.max_sources_per_socket {
+        for limit in [Limit::IgmpMaxMsf, Limit::MldMaxMsf] {
+            let current = limit.read().unwrap_or(0);
+            if current < n {
+                limit.set(n).map_err(|source| DaemonError::Limit {
+                    key: limit.key(),
+                    value: n,
+                    source,
+                })?;
+                log::info!("raised {} from {current} to {n}", limit.key());
+            }
+        }
+    }
+    let listener = server::bind(&options.socket, gid)?;
+    let datapath = Datapath::load(&LoadOptions {
+        capacities: options.capacities,
+        ..LoadOptions::default()
+    })?;
+    let controller = controller::Controller::new(datapath);
+    server::serve(
+        listener,
+        options.socket.clone(),
+        server::Authority { gid },
+        controller,
+    )
+    .await
+}
+
+/// A group given by name or number.
+fn group_id(group: &str) -> Result<u32, DaemonError> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group).map_err(|_| DaemonError::NoSuchGroup(group.into()))?;
+    // SAFETY: getgrnam returns a pointer into static storage or null; read it at once.
+    let entry = unsafe { libc::getgrnam(name.as_ptr()) };
+    if entry.is_null() {
+        return Err(DaemonError::NoSuchGroup(group.into()));
+    }
+    // SAFETY: non-null entry from getgrnam.
+    Ok(unsafe { (*entry).gr_gid })
+}

@@ -1,0 +1,383 @@
+//! The daemon's server: the UNIX socket, peer credentials, message framing, and the thread
+//! that owns the controller.
+//!
+//! Each connection is its own task: a client that stalls mid-message, sends garbage or an
+//! oversized length blocks nobody else. Requests reach the controller thread one at a time
+//! through a channel, so they are applied in arrival order.
+
+use std::{
+    io,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use super::{
+    DaemonError,
+    controller::{ConnId, Controller},
+    protocol::{
+        DEFAULT_PAGE, Envelope, ErrorKind, ErrorReply, FrameError, MAX_PAGE, MAX_REQUEST_BYTES,
+        PROTOCOL_VERSION, Reply, Request, Response, read_frame, write_frame,
+    },
+};
+use crate::policy::ClientId;
+
+enum Command {
+    Request {
+        conn: ConnId,
+        client: Option<ClientId>,
+        request: Request,
+        reply: oneshot::Sender<(Response, Option<ClientId>)>,
+    },
+    Disconnected {
+        conn: ConnId,
+        client: Option<ClientId>,
+    },
+    /// Run the shut-down sequence and stop.
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// Who may change the filter: root, and members of an optional group.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Authority {
+    pub(super) gid: Option<u32>,
+}
+
+impl Authority {
+    fn allows(&self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
+        if uid == 0 {
+            return true;
+        }
+        let Some(allowed) = self.gid else {
+            return false;
+        };
+        gid == allowed || pid.is_some_and(|pid| supplementary_groups(pid).contains(&allowed))
+    }
+
+    fn refusal(&self, uid: u32) -> ErrorReply {
+        ErrorReply::new(
+            ErrorKind::Permission,
+            match self.gid {
+                Some(gid) => format!(
+                    "permission denied: uid {uid} may not change the filter (only root and \
+                     members of group {gid})"
+                ),
+                None => {
+                    format!("permission denied: uid {uid} may not change the filter (only root)")
+                }
+            },
+        )
+    }
+}
+
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Requests that change state need the peer to be authorized.
+const fn changes_state(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Register { .. } | Request::Deregister | Request::Membership { .. }
+    )
+}
+
+/// Bind the socket: refuse if another daemon answers there, replace a stale file, and make
+/// it accessible to root (and the configured group) only from the first instant.
+pub(super) fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, DaemonError> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => log::info!("removed stale socket {}", path.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DaemonError::Socket(path.to_path_buf(), e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| DaemonError::Socket(path.to_path_buf(), e))?;
+    }
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = listener.map_err(|e| DaemonError::Socket(path.to_path_buf(), e))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)))
+            .map_err(|e| DaemonError::Socket(path.to_path_buf(), e))?;
+    }
+    Ok(listener)
+}
+
+/// Serve until SIGTERM or SIGINT.
+pub(super) async fn serve(
+    listener: UnixListener,
+    socket_path: PathBuf,
+    authority: Authority,
+    controller: Controller,
+) -> Result<(), DaemonError> {
+    let (tx, rx) = mpsc::channel::<Command>(1024);
+    let worker = std::thread::Builder::new()
+        .name("msfilter-controller".into())
+        .spawn(move || run_controller(controller, rx))
+        .map_err(DaemonError::Thread)?;
+    log::info!(
+        "listening on {} (protocol version {PROTOCOL_VERSION})",
+        socket_path.display()
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(DaemonError::Signal)?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(DaemonError::Signal)?;
+    static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(connection(stream, conn, tx.clone(), authority));
+                }
+                Err(e) => log::warn!("accepting a connection: {e}"),
+            },
+            _ = term.recv() => { log::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { log::info!("SIGINT: shutting down"); break; }
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&socket_path);
+    let (done, finished) = oneshot::channel();
+    if tx.send(Command::Shutdown { done }).await.is_ok() {
+        let _ = finished.await;
+    }
+    let _ = worker.join();
+    log::info!("stopped");
+    Ok(())
+}
+
+fn run_controller(mut controller: Controller, mut rx: mpsc::Receiver<Command>) {
+    while let Some(command) = rx.blocking_recv() {
+        match command {
+            Command::Request {
+                conn,
+                client,
+                request,
+                reply,
+            } => {
+                let outcome = dispatch(&mut controller, conn, client, request);
+                let _ = reply.send(outcome);
+            }
+            Command::Disconnected { conn, client } => controller.disconnected(conn, client),
+            Command::Shutdown { done } => {
+                controller.shutdown();
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
+/// Apply one request; returns the response and the connection's registration afterwards.
+fn dispatch(
+    ctl: &mut Controller,
+    conn: ConnId,
+    client: Option<ClientId>,
+    request: Request,
+) -> (Response, Option<ClientId>) {
+    let page = |p: Option<u32>| p.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let not_registered = || ErrorReply::new(ErrorKind::State, "register first");
+    let mut registration = client;
+    let result = match request {
+        Request::Register {
+            client: name,
+            persistent,
+        } => {
+            if client.is_some() {
+                Err(ErrorReply::new(
+                    ErrorKind::State,
+                    "this connection is already registered",
+                ))
+            } else {
+                ctl.register(&name, persistent).map(|handle| {
+                    registration = Some(handle);
+                    Reply::Registered { handle }
+                })
+            }
+        }
+        Request::Deregister => match client {
+            Some(c) => ctl.deregister(c).map(|memberships| {
+                registration = None;
+                Reply::Deregistered { memberships }
+            }),
+            None => Err(not_registered()),
+        },
+        Request::Membership { iface, group, op } => match client {
+            Some(c) => ctl.membership(c, &iface, group, &op),
+            None => Err(not_registered()),
+        },
+        Request::GetFilter {
+            iface,
+            group,
+            client: name,
+        } => {
+            let whose = name.map_or(client, |n| ctl.persistent_client(&n));
+            ctl.get_filter(whose, &iface, group)
+        }
+        Request::ListStart { filter, page: p } => ctl.list_start(conn, &filter, page(p)),
+        Request::ListNext { cursor, page: p } => ctl.list_next(conn, cursor, page(p)),
+        Request::ListEnd { cursor } => Ok(ctl.list_end(conn, cursor)),
+        Request::Stats => ctl.stats(),
+    };
+    let response = match result {
+        Ok(reply) => Response::Ok(reply),
+        Err(e) => Response::Error(e),
+    };
+    (response, registration)
+}
+
+/// Decode a request: the version first, so a newer client hears about the version rather
+/// than about a shape this daemon does not know.
+fn decode(frame: &[u8]) -> Result<Request, ErrorReply> {
+    let protocol = |m: String| ErrorReply::new(ErrorKind::Protocol, m);
+    let value: serde_json::Value = serde_json::from_slice(frame)
+        .map_err(|e| protocol(format!("the message is not JSON: {e}")))?;
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        None => return Err(protocol("the message has no protocol version".into())),
+        Some(v) if v != u64::from(PROTOCOL_VERSION) => {
+            return Err(protocol(format!(
+                "protocol version {v} is not supported; this daemon speaks version \
+                 {PROTOCOL_VERSION}"
+            )));
+        }
+        Some(_) => {}
+    }
+    serde_json::from_value::<Envelope>(value)
+        .map(|e| e.request)
+        .map_err(|e| protocol(format!("not a valid request: {e}")))
+}
+
+async fn respond(stream: &mut UnixStream, response: &Response) -> io::Result<()> {
+    let body = serde_json::to_vec(response).map_err(io::Error::other)?;
+    write_frame(stream, &body).await
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    conn: ConnId,
+    tx: mpsc::Sender<Command>,
+    authority: Authority,
+) {
+    let (uid, gid, pid) = match stream.peer_cred() {
+        Ok(c) => (c.uid(), c.gid(), c.pid()),
+        Err(e) => {
+            log::warn!("connection {conn}: no peer credentials ({e}); closing");
+            return;
+        }
+    };
+    let authorized = authority.allows(uid, gid, pid);
+    let mut client: Option<ClientId> = None;
+    loop {
+        let frame = match read_frame(&mut stream, MAX_REQUEST_BYTES).await {
+            Ok(frame) => frame,
+            Err(FrameError::Closed) => break,
+            Err(FrameError::TooLarge { len, max }) => {
+                let e = ErrorReply::new(
+                    ErrorKind::Protocol,
+                    format!("message of {len} bytes exceeds the limit of {max} bytes; closing"),
+                );
+                let _ = respond(&mut stream, &Response::Error(e)).await;
+                break;
+            }
+            Err(FrameError::Io(e)) => {
+                log::debug!("connection {conn}: {e}");
+                break;
+            }
+        };
+        let response = match decode(&frame) {
+            Err(e) => Response::Error(e),
+            Ok(request) if changes_state(&request) && !authorized => {
+                Response::Error(authority.refusal(uid))
+            }
+            Ok(request) => {
+                let (reply, rx) = oneshot::channel();
+                let command = Command::Request {
+                    conn,
+                    client,
+                    request,
+                    reply,
+                };
+                if tx.send(command).await.is_err() {
+                    break;
+                }
+                let Ok((response, registration)) = rx.await else {
+                    break;
+                };
+                client = registration;
+                response
+            }
+        };
+        if respond(&mut stream, &response).await.is_err() {
+            break;
+        }
+    }
+    let _ = tx.send(Command::Disconnected { conn, client }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_names_the_problem() {
+        let e = decode(b"{not json").unwrap_err();
+        assert!(
+            e.message.starts_with("the message is not JSON"),
+            "{}",
+            e.message
+        );
+        let e = decode(br#"{"request":"stats"}"#).unwrap_err();
+        assert_eq!(e.message, "the message has no protocol version");
+        let e = decode(br#"{"version":9,"request":"teleport"}"#).unwrap_err();
+        assert!(
+            e.message.contains("protocol version 9 is not supported"),
+            "{}",
+            e.message
+        );
+        let e = decode(br#"{"version":1,"request":"teleport"}"#).unwrap_err();
+        assert!(
+            e.message.starts_with("not a valid request"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            decode(br#"{"version":1,"request":"stats"}"#).unwrap(),
+            Request::Stats
+        );
+    }
+
+    #[test]
+    fn authority() {
+        let root_only = Authority { gid: None };
+        assert!(root_only.allows(0, 0, None));
+        assert!(!root_only.allows(1000, 1000, None));
+        let group = Authority { gid: Some(4242) };
+        assert!(group.allows(1000, 4242, None));
+        assert!(!group.allows(1000, 1000, None));
+        assert!(root_only.refusal(1000).message.contains("uid 1000"));
+    }
+}
