@@ -87,9 +87,10 @@ fn bpffs() -> Result<()> {
 
 fn bpffs_mounted() -> Result<bool> {
     let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    // Each line: device, mount point, filesystem type, options, ...
     Ok(mounts.lines().any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.get(1) == Some(&BPFFS) && fields.get(2) == Some(&"bpf")
+        let mut fields = line.split_whitespace().skip(1);
+        fields.next() == Some(BPFFS) && fields.next() == Some("bpf")
     }))
 }
 

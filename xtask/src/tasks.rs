@@ -9,6 +9,9 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{cmd, say, setup};
 
+const TEST: &str = "test";
+const LINT: &str = "lint";
+
 pub fn build(root: &Path, release: bool) -> Result<()> {
     setup::run(root)?;
     cmd::run(
@@ -20,22 +23,21 @@ pub fn build(root: &Path, release: bool) -> Result<()> {
 }
 
 pub fn test(root: &Path, args: &[String]) -> Result<()> {
-    const TAG: &str = "test";
     if !setup::is_root()? {
         bail!("the tests need root: network namespaces and BPF; run `cargo xtask test` as root");
     }
     setup::run(root)?;
-    cmd::run(TAG, cargo(root).arg("build").env("RUST_BACKTRACE", "1"))
+    cmd::run(TEST, cargo(root).arg("build").env("RUST_BACKTRACE", "1"))
         .context("FAILED: the workspace does not build")?;
     cmd::run(
-        TAG,
+        TEST,
         cargo(root)
             .args(["test", "--no-fail-fast"])
             .args(args)
             .env("RUST_BACKTRACE", "1"),
     )
-    .context("FAILED: some tests failed (listed above)")?;
-    say(TAG, "passed: the workspace builds and every test passed");
+    .context("FAILED: not every test passed (cargo lists the failures above)")?;
+    say(TEST, "passed: the workspace builds and every test passed");
     Ok(())
 }
 
@@ -61,17 +63,16 @@ pub fn run_bin(root: &Path, bin: &str, args: &[String]) -> Result<()> {
 /// Formatting, clippy on the workspace, and clippy on the XDP program for the BPF target.
 /// Runs every check, then reports all that failed.
 pub fn lint(root: &Path) -> Result<()> {
-    const TAG: &str = "lint";
     setup::run(root)?;
     let checks = [
         (
             "formatting",
-            cmd::run(TAG, cargo(root).args(["fmt", "--all", "--check"])),
+            cmd::run(LINT, cargo(root).args(["fmt", "--all", "--check"])),
         ),
         (
             "clippy",
             cmd::run(
-                TAG,
+                LINT,
                 cargo(root).args(["clippy", "--all-targets", "--", "-D", "warnings"]),
             ),
         ),
@@ -79,7 +80,7 @@ pub fn lint(root: &Path) -> Result<()> {
             "clippy on the XDP program",
             nightly_clippy().and_then(|()| {
                 cmd::run(
-                    TAG,
+                    LINT,
                     cargo(root).args([
                         "+nightly",
                         "clippy",
@@ -100,14 +101,14 @@ pub fn lint(root: &Path) -> Result<()> {
     let mut failed = Vec::new();
     for (check, result) in checks {
         if let Err(error) = result {
-            say(TAG, format_args!("{check}: {error:#}"));
+            say(LINT, format_args!("{check}: {error:#}"));
             failed.push(check);
         }
     }
     if !failed.is_empty() {
         bail!("FAILED: {}", failed.join(", "));
     }
-    say(TAG, "passed: formatting and clippy");
+    say(LINT, "passed: formatting and clippy");
     Ok(())
 }
 
@@ -122,7 +123,7 @@ fn nightly_clippy() -> Result<()> {
     ]))?;
     if !installed.lines().any(|line| line.starts_with("clippy")) {
         cmd::run(
-            "lint",
+            LINT,
             Command::new("rustup").args(["component", "add", "clippy", "--toolchain", "nightly"]),
         )?;
     }
