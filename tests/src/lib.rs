@@ -6,3 +6,6 @@ pub mod traffic;
 pub mod packet;
 pub mod rng;
 pub mod model;
+pub mod daemon;
+pub mod kernel;
+pub mod sequences;

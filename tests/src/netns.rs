@@ -66,8 +66,13 @@ impl Netns {
     }
 
     /// Read a file as seen from inside the namespace (e.g. `/proc/net/mcfilter`).
+    /// `/proc/net` is `/proc/self/net`, which follows the process's first thread; the thread
+    /// that entered the namespace sees its own through `/proc/thread-self/net`.
     pub fn read_proc(&self, path: &str) -> io::Result<String> {
-        let path = path.to_string();
+        let path = match path.strip_prefix("/proc/net/") {
+            Some(rest) => format!("/proc/thread-self/net/{rest}"),
+            None => path.to_string(),
+        };
         self.run(move || std::fs::read_to_string(path))
     }
 

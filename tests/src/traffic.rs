@@ -110,8 +110,19 @@ struct Tally {
 }
 
 impl Receiver {
+    /// An application that joins `group` itself (any-source) on `ifindex`.
     pub fn new(ns: &Netns, group: IpAddr, ifindex: u32) -> Self {
-        let socket = ns.run(|| join(group, ifindex));
+        Self::start(ns.run(|| join(group, ifindex, true)))
+    }
+
+    /// An application that listens on `group`:[`PORT`] but leaves memberships to msfilter:
+    /// with `IP_MULTICAST_ALL` on (the default) it gets whatever the host accepts for the
+    /// group, so it hears exactly what the interface-level filter and XDP let through.
+    pub fn passive(ns: &Netns, group: IpAddr) -> Self {
+        Self::start(ns.run(|| join(group, 0, false)))
+    }
+
+    fn start(socket: UdpSocket) -> Self {
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
@@ -166,12 +177,15 @@ impl Drop for Receiver {
     }
 }
 
-/// A UDP socket bound to `group`:[`PORT`] and joined (any-source) on `ifindex`.
-fn join(group: IpAddr, ifindex: u32) -> UdpSocket {
+/// A UDP socket bound to `group`:[`PORT`], joined (any-source) on `ifindex` if `member`.
+fn join(group: IpAddr, ifindex: u32, member: bool) -> UdpSocket {
     let socket = UdpSocket::bind(SocketAddr::new(group, PORT)).unwrap();
     // Room for every datagram a test sends even if this thread is scheduled late.
     let size: libc::c_int = 8 << 20;
     setsockopt(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &size).unwrap();
+    if !member {
+        return socket;
+    }
     match group {
         IpAddr::V4(g) => {
             let mreqn = libc::ip_mreqn {

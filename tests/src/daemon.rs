@@ -1,0 +1,239 @@
+//! A real `msfilter daemon` process inside a namespace, and the `msfilter` CLI against it.
+//!
+//! The daemon runs as its own process (`msfilter daemon --socket ...` inside the namespace), so
+//! tests see exactly what a user sees, including exit statuses and what happens when the
+//! process is killed. Its socket lives in a private temporary directory; its log is kept and
+//! printed when a test using it fails.
+
+use std::{
+    fs::File,
+    io,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::netns::Netns;
+
+/// The `msfilter` binary of this build (target/<profile>/msfilter, next to the test's own
+/// deps directory). `cargo xtask test` builds it before running the tests.
+pub fn msfilter_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("msfilter");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build`, which `cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A private directory under /tmp, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> io::Result<Self> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("msf-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a CLI invocation did.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    fn from(out: Output) -> Self {
+        Self {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// A daemon process in a namespace; killed on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    ns: String,
+    dir: TempDir,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Start `msfilter daemon` in `ns` with extra arguments, and wait until it answers.
+    pub fn start(ns: &Netns, args: &[&str]) -> io::Result<Self> {
+        let dir = TempDir::new("daemon")?;
+        let log = dir.path().join("daemon.log");
+        let mut daemon = Self {
+            child: None,
+            ns: ns.name().to_string(),
+            dir,
+            args: args.iter().map(ToString::to_string).collect(),
+            log,
+        };
+        daemon.spawn()?;
+        Ok(daemon)
+    }
+
+    /// Spawn the daemon inside the namespace. It enters the namespace with setns(2) between
+    /// fork and exec rather than through `ip netns exec`, which would also give it a private
+    /// /sys without the host's bpffs (where the daemon pins its objects).
+    fn spawn(&mut self) -> io::Result<()> {
+        use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+        let log = File::options().create(true).append(true).open(&self.log)?;
+        let netns = File::open(Path::new("/run/netns").join(&self.ns))?;
+        let netns_fd = netns.as_raw_fd();
+        let mut command = Command::new(msfilter_bin());
+        // SAFETY: only async-signal-safe setns(2) runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(netns_fd, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+        let child = command
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("daemon")
+            .args(&self.args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        drop(netns);
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = &mut self.child
+                && let Some(status) = child.try_wait()?
+            {
+                return Err(io::Error::other(format!(
+                    "the daemon exited ({status}) before answering:\n{}",
+                    self.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::other(format!(
+            "the daemon did not answer within 20 s:\n{}",
+            self.log()
+        )))
+    }
+
+    /// The daemon's socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("msfilter.sock")
+    }
+
+    /// A directory for this daemon's files (pins, state) that tests may use.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Run `msfilter --socket <this daemon> <args>`.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let out = Command::new(msfilter_bin())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("running msfilter");
+        CliOutput::from(out)
+    }
+
+    /// Run the CLI and require success; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.ok(),
+            "msfilter {args:?} failed ({:?}): {}\ndaemon log:\n{}",
+            out.code,
+            out.stderr,
+            self.log()
+        );
+        out.stdout
+    }
+
+    /// Send SIGTERM and wait for the process; returns its exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// SIGKILL the daemon (no shutdown sequence).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the daemon again with the same arguments and socket.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill9();
+        self.spawn()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- msfilter daemon log ({}) ---\n{}", self.ns, self.log());
+        }
+    }
+}
