@@ -71,17 +71,7 @@ pub enum DaemonError {
 pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let gid = options.group.as_deref().map(group_id).transpose()?;
     if let Some(n) = options.max_sources_per_socket {
-        for limit in [Limit::IgmpMaxMsf, Limit::MldMaxMsf] {
-            let current = limit.read().unwrap_or(0);
-            if current < n {
-                limit.set(n).map_err(|source| DaemonError::Limit {
-                    key: limit.key(),
-                    value: n,
-                    source,
-                })?;
-                log::info!("raised {} from {current} to {n}", limit.key());
-            }
-        }
+        raise_source_limits(n)?;
     }
     let listener = server::bind(&options.socket, gid)?;
     let datapath = Datapath::load(&LoadOptions {
@@ -96,6 +86,40 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         controller,
     )
     .await
+}
+
+/// Raise the kernel's per-socket source limits to at least `n`. `net.ipv6.mld_max_msf` is
+/// global and only visible from the initial network namespace: elsewhere it is left as it
+/// is, with a warning.
+fn raise_source_limits(n: u32) -> Result<(), DaemonError> {
+    for limit in [Limit::IgmpMaxMsf, Limit::MldMaxMsf] {
+        let current = match limit.read() {
+            Ok(v) => v,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                log::warn!(
+                    "{} is not visible in this network namespace (it is global, set from the                      initial one); left as it is",
+                    limit.key()
+                );
+                continue;
+            }
+            Err(source) => {
+                return Err(DaemonError::Limit {
+                    key: limit.key(),
+                    value: n,
+                    source,
+                });
+            }
+        };
+        if current < n {
+            limit.set(n).map_err(|source| DaemonError::Limit {
+                key: limit.key(),
+                value: n,
+                source,
+            })?;
+            log::info!("raised {} from {current} to {n}", limit.key());
+        }
+    }
+    Ok(())
 }
 
 /// A group given by name or number.
