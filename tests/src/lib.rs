@@ -1,11 +1,16 @@
 //! msfilter's test bed: what the integration tests, the demo and the benchmark share.
 //!
 //! * [`netns`]: network namespaces and veth pairs that clean up after themselves.
-pub mod netns;
-pub mod traffic;
-pub mod packet;
-pub mod rng;
-pub mod model;
+//! * [`traffic`]: real multicast senders and receiving applications.
+//! * [`daemon`]: a real `msfilter daemon` process in a namespace, and the CLI against it.
+//! * [`kernel`]: the kernel's own view of multicast filters (`/proc/net/mcfilter*`).
+//! * [`packet`]: frames built field by field, for verdict tests.
+//! * [`rng`]: a seeded generator, so generated tests are reproducible.
+//! * [`model`]: the reference model consulting exactly what the maps hold.
 pub mod daemon;
 pub mod kernel;
-pub mod sequences;
+pub mod model;
+pub mod netns;
+pub mod packet;
+pub mod rng;
+pub mod traffic;
