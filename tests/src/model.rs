@@ -15,6 +15,7 @@ use filter_common::{
 };
 use msfilter::datapath::{Capacities, Datapath, Installed, LoadOptions};
 
+use crate::netns::Netns;
 use crate::packet::hex;
 
 /// What the maps hold, as a policy for the model. A source entry counts only under the
@@ -49,6 +50,24 @@ pub fn load_datapath() -> Datapath {
             "loading the XDP program failed (these tests need root and a BPF-capable kernel): {e}"
         )
     })
+}
+
+/// A new namespace with two interfaces, `d0` and `d1`, both up, and their indexes: for
+/// tests where the ingress interface matters. They are the two ends of a veth pair (not
+/// dummies: kernels without the dummy driver have veth, which the test bed needs anyway).
+/// Run `test_run` for them inside the namespace (`Netns::run`).
+pub fn two_interfaces(tag: &str) -> (Netns, u32, u32) {
+    let ns = Netns::new(tag).expect("creating a namespace");
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
+        .expect("creating the veth pair d0/d1");
+    for name in ["d0", "d1"] {
+        ns.ip(&["link", "set", name, "up"])
+            .expect("setting the interface up");
+    }
+    let d0 = ns.ifindex("d0").expect("index of d0");
+    let d1 = ns.ifindex("d1").expect("index of d1");
+    assert_ne!(d0, d1);
+    (ns, d0, d1)
 }
 
 /// The model's verdict and reason for `frame` arriving on `ifindex`, under what `dp`'s maps

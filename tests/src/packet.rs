@@ -592,13 +592,16 @@ impl Ext {
         let len = (usize::from(units) + 1) * 8;
         let mut bytes = vec![0, units];
         bytes.extend_from_slice(options);
-        let pad = len.checked_sub(bytes.len()).expect("options too long");
-        match pad {
-            0 => {}
-            1 => bytes.push(0), // Pad1
-            n => {
-                bytes.extend_from_slice(&[1, u8::try_from(n - 2).expect("short pad")]); // PadN
-                bytes.resize(len, 0);
+        assert!(bytes.len() <= len, "options too long");
+        // PadN options of up to 2 + 255 bytes, or Pad1 for a single byte.
+        while bytes.len() < len {
+            match len - bytes.len() {
+                1 => bytes.push(0),
+                n => {
+                    let data = (n - 2).min(255);
+                    bytes.extend_from_slice(&[1, u8::try_from(data).expect("at most 255")]);
+                    bytes.resize(bytes.len() + data, 0);
+                }
             }
         }
         Self {
@@ -892,6 +895,26 @@ mod tests {
         let mut fixed = cut[14..34].to_vec();
         set_ipv4_checksum(&mut fixed);
         assert_eq!(fixed, cut[14..34]);
+    }
+
+    #[test]
+    fn option_headers_of_every_size_are_well_formed() {
+        for units in 0..=255u8 {
+            for ext in [Ext::hop_by_hop(units), Ext::destination_options(units)] {
+                assert_eq!(ext.bytes.len(), (usize::from(units) + 1) * 8);
+                assert_eq!(ext.bytes[1], units);
+                // The options (Pad1, PadN) tile the header exactly.
+                let mut off = 2;
+                while off < ext.bytes.len() {
+                    off += match ext.bytes[off] {
+                        0 => 1,
+                        _ => 2 + usize::from(ext.bytes[off + 1]),
+                    };
+                }
+                assert_eq!(off, ext.bytes.len(), "{units} units");
+            }
+        }
+        assert_eq!(Ext::hop_by_hop_router_alert().bytes[2..6], [5, 2, 0, 0]);
     }
 
     #[test]
