@@ -1,14 +1,23 @@
-//! The kernel's membership limits, per network namespace.
+//! The kernel's membership limits.
 //!
 //! They are read and written through `/proc/sys`, which shows the network namespace of the
 //! *calling thread* (a thread that entered a namespace with `setns` sees that namespace's
 //! values). Writing needs `CAP_NET_ADMIN` over the namespace.
 //!
-//! * `net.ipv4.igmp_max_msf` (default 10): sources per IPv4 group and socket; one more gives
-//!   `ENOBUFS`. Large source lists need it raised.
-//! * `net.ipv4.igmp_max_memberships` (default 20): IPv4 groups per socket. msfilter holds one
-//!   socket per (client, interface, group), so it never reaches this limit.
-//! * `net.ipv6.mld_max_msf` (default 64): sources per IPv6 group and socket.
+//! * `net.ipv4.igmp_max_msf` (default 10, per namespace): sources per IPv4 group and socket;
+//!   one more gives `ENOBUFS`. Large source lists need it raised.
+//! * `net.ipv4.igmp_max_memberships` (default 20, per namespace): IPv4 groups per socket.
+//!   msfilter holds one socket per (client, interface, group), so it never reaches it.
+//! * `net.ipv6.mld_max_msf` (default 64): sources per IPv6 group and socket. **Global**, not
+//!   per namespace: the kernel registers it in the initial network namespace only, so it
+//!   exists only there (measured on 6.18: `/proc/sys/net/ipv6/mld_max_msf` is absent inside
+//!   other namespaces) and changing it affects every namespace of the machine.
+//!
+//! How the source limit counts (measured): adding single sources (block, join-source) is
+//! refused once the socket's list for the group already holds `max` sources, but the first
+//! source is always accepted (the list does not exist yet), so a limit of 0 acts as 1 for
+//! single additions; a full-state filter (`MCAST_MSFILTER`) with more than `max` sources is
+//! refused.
 
 use std::{fmt, io};
 
@@ -57,6 +66,12 @@ impl Limit {
             Limit::IgmpMaxMemberships => 20,
             Limit::MldMaxMsf => 64,
         }
+    }
+
+    /// Whether each network namespace has its own value (`false`: one value for the whole
+    /// machine, visible only from the initial namespace).
+    pub const fn is_per_namespace(self) -> bool {
+        !matches!(self, Limit::MldMaxMsf)
     }
 
     /// The sources-per-group limit of a family.
