@@ -13,4 +13,5 @@ pub mod model;
 pub mod netns;
 pub mod packet;
 pub mod rng;
+pub mod sequences;
 pub mod traffic;
