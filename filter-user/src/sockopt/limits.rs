@@ -112,9 +112,14 @@ impl Limit {
     }
 
     fn error(self, doing: &str, e: io::Error) -> io::Error {
+        let note = if !self.is_per_namespace() && e.kind() == io::ErrorKind::NotFound {
+            " (this limit is global: it exists only in the initial network namespace)"
+        } else {
+            ""
+        };
         io::Error::new(
             e.kind(),
-            format!("{doing} {} ({}): {e}", self.key(), self.path()),
+            format!("{doing} {} ({}): {e}{note}", self.key(), self.path()),
         )
     }
 }
