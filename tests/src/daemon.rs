@@ -16,21 +16,27 @@ use std::{
 
 use crate::netns::Netns;
 
-/// The `msfilter` binary of this build (target/<profile>/msfilter, next to the test's own
-/// deps directory). `cargo xtask test` builds it before running the tests.
+/// The `msfilter` binary of this build: `target/<profile>/msfilter`, found next to the
+/// running executable (a test in `target/<profile>/deps`, or the demo in `target/<profile>`).
+/// `cargo xtask test` and `cargo xtask demo` build it first.
 pub fn msfilter_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable lives in target/<profile>/deps");
-    let bin = profile_dir.join("msfilter");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (`cargo build`, which `cargo xtask test` does)",
-        bin.display()
-    );
-    bin
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("msfilter"))
+        .collect();
+    candidates
+        .iter()
+        .find(|bin| bin.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the msfilter binary is missing (looked at {candidates:?}): build it first \
+                 (`cargo build`, which `cargo xtask test` does)"
+            )
+        })
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

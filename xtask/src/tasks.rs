@@ -41,9 +41,21 @@ pub fn test(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Runs one of the test bed's binaries (msfilter-demo, msfilter-bench), optimised.
+/// Runs one of the test bed's binaries (msfilter-demo, msfilter-bench), optimised. They
+/// drive the `msfilter` binary, so that is built (optimised too) first.
 pub fn run_bin(root: &Path, bin: &str, args: &[String]) -> Result<()> {
     setup::run(root)?;
+    cmd::run(
+        bin,
+        cargo(root).args([
+            "build",
+            "--release",
+            "-p",
+            "filter-user",
+            "--bin",
+            "msfilter",
+        ]),
+    )?;
     cmd::run(
         bin,
         cargo(root)
