@@ -7,19 +7,19 @@
 //! two interfaces, which it creates in a namespace of its own.
 
 use filter_common::{
-    Addr, Mode, Reason,
+    Addr, Counter, GroupKey, Mode, Reason,
     headers::{
         ETH_P_8021AD, ETH_P_8021Q, IPPROTO_DSTOPTS, IPPROTO_ESP, IPPROTO_HIP, IPPROTO_ICMPV6,
         IPPROTO_MH, IPPROTO_NONE, IPPROTO_PIM, IPPROTO_SHIM6, IPPROTO_UDP,
     },
     maps::ipv4_mapped,
 };
-use msfilter::datapath::{Datapath, GroupFilter};
+use msfilter::datapath::{Datapath, GroupCounters, GroupFilter};
 use testbed::{
     model::{judge_kernel, judge_model, load_datapath, policy_summary, two_interfaces},
     packet::{
         Ext, Frame, ICMPV6_ECHO_REQUEST, ICMPV6_NEIGHBOR_SOLICITATION, IGMPV3_REPORT, Ipv4, Ipv6,
-        Upper, hex,
+        Network, Upper, hex,
     },
 };
 
@@ -167,7 +167,7 @@ fn non_ip_frames_pass() {
             Reason::NotIp,
         );
     }
-    let lldp = Frame::new(testbed::packet::Network::Other {
+    let lldp = Frame::new(Network::Other {
         ethertype: 0x88cc,
         bytes: vec![0; 40],
     });
@@ -869,7 +869,7 @@ fn unmanaged_groups_pass() {
             Reason::Unmanaged,
         );
     }
-    // The IPv4 group's address as an IPv6 group is another group (and vice versa).
+    // An IPv6 group carrying the IPv4 group's bytes is another group.
     let mut mapped = [0u8; 16];
     mapped[0] = 0xff;
     mapped[12..].copy_from_slice(&G4);
@@ -957,7 +957,7 @@ fn a_mode_switch_retires_the_old_generation() {
     let from_s4 = Frame::new(udp4(S4, G4)).to_bytes();
     let from_other = Frame::new(udp4(S4_OTHER, G4)).to_bytes();
     let generation = |b: &Bench| {
-        b.dp.installed()[&filter_common::GroupKey::new(LO, ipv4_mapped(G4))]
+        b.dp.installed()[&GroupKey::new(LO, ipv4_mapped(G4))]
             .state
             .generation()
     };
@@ -1008,7 +1008,7 @@ fn group_and_source_counters_count_judged_frames() {
     let mut b = Bench::exclude();
     b.set6(G6, Mode::Include, &[S6]);
     let group4 = ipv4_mapped(G4);
-    let zero = msfilter::datapath::GroupCounters::default();
+    let zero = GroupCounters::default();
     assert_eq!(b.dp.group_counters(LO, group4).unwrap(), Some(zero));
     assert_eq!(b.dp.group_counters(LO, G6).unwrap(), Some(zero));
     assert_eq!(
@@ -1017,9 +1017,9 @@ fn group_and_source_counters_count_judged_frames() {
     );
 
     let mut expected4 = zero;
-    let mut listed4 = filter_common::Counter::ZERO;
+    let mut listed4 = Counter::ZERO;
     let mut expected6 = zero;
-    let mut listed6 = filter_common::Counter::ZERO;
+    let mut listed6 = Counter::ZERO;
     for (i, payload_len) in [0usize, 1, 17, 100, 1000].into_iter().enumerate() {
         let payload = vec![0x5a; payload_len];
         let tags: &[u16] = if i % 2 == 0 { &[] } else { &[ETH_P_8021Q] };
