@@ -7,7 +7,7 @@ use std::io;
 /// `option` names what was attempted, spelled as in the C headers (`"MCAST_BLOCK_SOURCE"`,
 /// `"IP_ADD_MEMBERSHIP"`, `"socket"`); `errno` is the kernel's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{option}: {} ({})", errno_name(*errno), io::Error::from_raw_os_error(*errno))]
+#[error("{option}: {} ({})", errno_name(*errno), describe(*errno))]
 pub struct SockoptError {
     pub option: &'static str,
     pub errno: i32,
@@ -37,6 +37,15 @@ impl SockoptError {
 impl From<SockoptError> for io::Error {
     fn from(e: SockoptError) -> Self {
         io::Error::new(io::Error::from_raw_os_error(e.errno).kind(), e)
+    }
+}
+
+/// The C library's description of `errno`, without std's " (os error N)" suffix.
+fn describe(errno: i32) -> String {
+    let text = io::Error::from_raw_os_error(errno).to_string();
+    match text.strip_suffix(&format!(" (os error {errno})")) {
+        Some(plain) => plain.to_string(),
+        None => text,
     }
 }
 
@@ -147,7 +156,10 @@ mod tests {
     fn display_says_option_and_name() {
         let e = SockoptError::new("MCAST_BLOCK_SOURCE", libc::EADDRNOTAVAIL);
         let s = e.to_string();
-        assert!(s.starts_with("MCAST_BLOCK_SOURCE: EADDRNOTAVAIL ("), "{s}");
+        assert_eq!(
+            s,
+            "MCAST_BLOCK_SOURCE: EADDRNOTAVAIL (Cannot assign requested address)"
+        );
         assert_eq!(e.errno_name(), "EADDRNOTAVAIL");
     }
 }

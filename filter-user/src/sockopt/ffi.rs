@@ -226,17 +226,9 @@ impl GroupFilterBuf {
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// Bytes that carry `capacity` sources (the option length to pass).
-    pub fn len(&self) -> usize {
+    pub fn option_len(&self) -> usize {
         group_filter_size(self.capacity)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     pub fn as_ptr(&self) -> *const libc::c_void {
@@ -273,12 +265,9 @@ impl IpMsfilterBuf {
         }
     }
 
-    pub fn len(&self) -> usize {
+    /// Bytes that carry the sources (the option length to pass).
+    pub fn option_len(&self) -> usize {
         ip_msfilter_size(self.numsrc)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     pub fn as_ptr(&self) -> *const libc::c_void {
@@ -429,8 +418,8 @@ mod tests {
             fmode(filter_common::Mode::Include),
             &sources,
         );
-        assert_eq!(buf.len(), 144 + 2 * 128);
-        assert!(buf.storage.len() * 128 >= buf.len());
+        assert_eq!(buf.option_len(), 144 + 2 * 128);
+        assert!(buf.storage.len() * 128 >= buf.option_len());
         let h = buf.header();
         assert_eq!(h.gf_interface, 7);
         assert_eq!(h.gf_numsrc, 2);
@@ -440,7 +429,7 @@ mod tests {
         assert_eq!(ip_of_storage(buf.source(1)), Some(sources[1]));
         // An empty filter still has the header's room.
         let empty = GroupFilterBuf::with_capacity(0);
-        assert_eq!(empty.len(), 144);
+        assert_eq!(empty.option_len(), 144);
         assert!(empty.storage.len() * 128 >= size_of::<group_filter>());
     }
 
@@ -452,14 +441,15 @@ mod tests {
             fmode(filter_common::Mode::Exclude),
             &[Ipv4Addr::new(10, 0, 0, 1)],
         );
-        assert_eq!(buf.len(), 20);
+        assert_eq!(buf.option_len(), 20);
         assert_eq!(buf.words[0].s_addr.to_ne_bytes(), [232, 0, 0, 1]);
         assert_eq!(buf.words[1].s_addr.to_ne_bytes(), [10, 0, 0, 9]);
         assert_eq!(buf.words[2].s_addr, libc::MCAST_EXCLUDE as u32);
         assert_eq!(buf.words[3].s_addr, 1);
         assert_eq!(buf.words[4].s_addr.to_ne_bytes(), [10, 0, 0, 1]);
         assert_eq!(
-            IpMsfilterBuf::new(Ipv4Addr::new(232, 0, 0, 1), Ipv4Addr::UNSPECIFIED, 1, &[]).len(),
+            IpMsfilterBuf::new(Ipv4Addr::new(232, 0, 0, 1), Ipv4Addr::UNSPECIFIED, 1, &[])
+                .option_len(),
             16
         );
     }

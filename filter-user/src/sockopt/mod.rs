@@ -10,7 +10,7 @@
 //! * [`MembershipSocket`]: a UDP socket for one family and one interface, never bound to a
 //!   port (it never receives data), `IP_MULTICAST_ALL`/`IPV6_MULTICAST_ALL` off. msfilter
 //!   uses one per (client, interface, group).
-//! * [`validate`](validate::validate): checks made before any kernel call, refusing in words.
+//! * [`validate()`]: checks made before any kernel call, refusing in words.
 //! * [`SockoptError`]: the option the kernel refused and its errno (with symbolic names).
 //! * [`Limit`]: the per-namespace limits `igmp_max_msf`, `igmp_max_memberships`,
 //!   `mld_max_msf`.
@@ -38,7 +38,7 @@
 
 mod addr;
 mod errno;
-pub mod ffi;
+mod ffi;
 mod limits;
 mod validate;
 
@@ -200,9 +200,14 @@ pub struct MembershipSocket {
 
 impl MembershipSocket {
     /// A socket of `family` for interface `ifindex`, in the calling thread's network
-    /// namespace. The interface is not checked here: requests on a missing interface fail
-    /// with the kernel's `ENODEV`.
+    /// namespace. The interface's existence is not checked here: requests on a missing
+    /// interface fail with the kernel's `ENODEV`. Index 0 ("any interface, chosen by
+    /// route") is refused with `ENODEV`: the kernel records the interface it picks, so the
+    /// socket could not read its own filter back.
     pub fn open(family: Family, ifindex: u32) -> Result<Self, SockoptError> {
+        if ifindex == 0 {
+            return Err(SockoptError::new("interface index 0", libc::ENODEV));
+        }
         // SAFETY: plain socket(2); the result is checked before use.
         let raw = unsafe {
             libc::socket(
@@ -343,14 +348,14 @@ impl MembershipSocket {
             ),
             Request::SetFilter { mode, sources } => {
                 let buf = GroupFilterBuf::new(self.ifindex, group, ffi::fmode(*mode), sources);
-                // SAFETY: `buf` holds `buf.len()` initialised bytes.
+                // SAFETY: `buf` holds `buf.option_len()` initialised bytes.
                 unsafe {
                     ffi::setsockopt_raw(
                         fd,
                         level,
                         libc::MCAST_MSFILTER,
                         buf.as_ptr(),
-                        buf.len(),
+                        buf.option_len(),
                         "MCAST_MSFILTER",
                     )
                 }
@@ -394,14 +399,14 @@ impl MembershipSocket {
                     .collect::<Option<Vec<_>>>()?;
                 let interface = self.interface_ipv4()?;
                 let buf = IpMsfilterBuf::new(g, interface, ffi::fmode(*mode), &sources);
-                // SAFETY: `buf` holds `buf.len()` initialised bytes.
+                // SAFETY: `buf` holds `buf.option_len()` initialised bytes.
                 return Some(unsafe {
                     ffi::setsockopt_raw(
                         fd,
                         libc::SOL_IP,
                         libc::IP_MSFILTER,
                         buf.as_ptr(),
-                        buf.len(),
+                        buf.option_len(),
                         "IP_MSFILTER",
                     )
                 });
@@ -462,7 +467,7 @@ impl MembershipSocket {
             header.gf_group = ffi::storage_of(group);
             // The kernel copies min(this, its count) sources: it must not exceed the room.
             header.gf_numsrc = capacity as u32;
-            let mut len = libc::socklen_t::try_from(buf.len())
+            let mut len = libc::socklen_t::try_from(buf.option_len())
                 .map_err(|_| SockoptError::new(OPTION, libc::E2BIG))?;
             // SAFETY: `buf` is `len` writable bytes, holding room for `gf_numsrc` sources,
             // which bounds what the kernel writes; `len` is a live socklen_t.
@@ -531,6 +536,12 @@ mod tests {
             .to_string(),
             "filter include {}"
         );
+    }
+
+    #[test]
+    fn interface_index_zero_is_refused() {
+        let err = MembershipSocket::open(Family::V4, 0).unwrap_err();
+        assert_eq!(err.errno_name(), "ENODEV");
     }
 
     #[test]
