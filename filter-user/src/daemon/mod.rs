@@ -5,6 +5,7 @@
 //! * `controller`: clients, handles, and the request path (sockopt → policy → datapath).
 //! * `explain`: kernel refusals in msfilter's words.
 
+pub mod config;
 mod controller;
 mod explain;
 pub mod protocol;
