@@ -54,7 +54,7 @@ fn run(case: &Case) {
     let mode = link
         .receiver
         .run(|| {
-            dp.attach(&link.rx, Some(AttachMode::Driver))
+            dp.attach(&link.rx, Some(AttachMode::Driver), false)
                 .map(|a| a.mode)
         })
         .unwrap();
@@ -100,7 +100,7 @@ fn run(case: &Case) {
     assert_eq!(source.bytes, DATAGRAMS * frame);
 
     // Detach removes the filter: both sources reach the application again.
-    let removed = dp.detach(rx).unwrap();
+    let removed = dp.detach(rx, false).unwrap();
     assert_eq!(removed, 2, "one group entry and one source entry");
     for _ in 0..10 {
         blocked.send().unwrap();
@@ -161,19 +161,19 @@ fn attaching_to_a_missing_interface_is_a_clear_error_and_changes_nothing() {
     let mut dp = Datapath::load(&LoadOptions::default()).unwrap();
     let err = link
         .receiver
-        .run(|| dp.attach("nosuch0", None).map(|a| a.mode))
+        .run(|| dp.attach("nosuch0", None, false).map(|a| a.mode))
         .unwrap_err();
     assert_eq!(err.to_string(), "no interface named \"nosuch0\"");
     assert_eq!(dp.attachments().count(), 0);
     // The real interface is still free for us.
     let mode = link
         .receiver
-        .run(|| dp.attach(&link.rx, None).map(|a| a.mode))
+        .run(|| dp.attach(&link.rx, None, false).map(|a| a.mode))
         .unwrap();
     assert_eq!(mode, AttachMode::Driver);
     let err = link
         .receiver
-        .run(|| dp.attach(&link.rx, None).map(|a| a.mode))
+        .run(|| dp.attach(&link.rx, None, false).map(|a| a.mode))
         .unwrap_err();
     assert!(err.to_string().contains("already attached"), "{err}");
 }

@@ -13,11 +13,13 @@
 mod attach;
 mod counters;
 mod maps;
+pub mod netlink;
+mod pins;
 pub mod sys;
 
 use std::{collections::BTreeSet, io, path::PathBuf};
 
-pub use attach::{AttachMode, Attachment};
+pub use attach::{AttachMode, Attachment, Replaced};
 use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
 pub use counters::{GroupCounters, ReasonCounters};
 use filter_common::{
@@ -86,6 +88,24 @@ pub enum DatapathError {
     },
     #[error("running the program on a test frame failed: {0}")]
     TestRun(#[source] Box<aya::programs::ProgramError>),
+    #[error(
+        "{iface} already runs XDP program {id} ({name}, {mode} mode) that msfilter did not \
+         attach; refusing to take it over (attach with --replace to replace it)"
+    )]
+    ForeignProgram {
+        iface: String,
+        id: u32,
+        name: String,
+        mode: String,
+    },
+    #[error("pin directory {dir}: {detail}")]
+    PinDir { dir: PathBuf, detail: String },
+    #[error("pinned map {path}: {detail}")]
+    PinnedMap { path: PathBuf, detail: String },
+    #[error("pinning {what}: {detail}")]
+    Pin { what: String, detail: String },
+    #[error("this needs a pin directory (the daemon always has one)")]
+    NotPinned,
 }
 
 pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
@@ -136,10 +156,13 @@ pub struct Datapath {
     maps: maps::FilterMaps,
     attachments: attach::Attachments,
     capacities: Capacities,
+    pin_dir: Option<PathBuf>,
 }
 
 impl Datapath {
-    /// Load the embedded XDP object with the given map capacities.
+    /// Load the embedded XDP object with the given map capacities. With a pin directory,
+    /// maps already pinned there (by an earlier run) are reused with everything they hold —
+    /// their capacities win — and new ones are pinned; the program is pinned too.
     pub fn load(options: &LoadOptions) -> Result<Self> {
         if OBJECT.is_empty() {
             return Err(DatapathError::ObjectMissing);
@@ -157,25 +180,43 @@ impl Datapath {
             }
         }
         raise_memlock_limit();
-        let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries(GROUPS_MAP, max_groups)
-            .map_max_entries(SOURCES_MAP, max_sources);
+        let mut capacities = options.capacities;
         if let Some(dir) = &options.pin_dir {
-            loader.default_map_pin_directory(dir);
+            pins::prepare(dir)?;
+            if let Some((g, s)) = pins::pinned_capacities(dir)? {
+                if (g, s) != (max_groups, max_sources) {
+                    log::warn!(
+                        "the pinned maps in {} hold {g} groups and {s} sources, not the {max_groups} \
+                         and {max_sources} asked for; keeping them (remove the pins to resize)",
+                        dir.display()
+                    );
+                }
+                capacities = Capacities {
+                    max_groups: g,
+                    max_sources: s,
+                };
+            }
         }
-        let mut ebpf = loader
-            .load(OBJECT)
-            .map_err(|e| DatapathError::Load(Box::new(e)))?;
-        let program = program_mut(&mut ebpf)?;
-        program
+        let mut ebpf = load_object(OBJECT, capacities, options.pin_dir.as_deref())?;
+        program_mut(&mut ebpf)?
             .load()
             .map_err(|e| DatapathError::LoadProgram(Box::new(e)))?;
+        if let Some(dir) = &options.pin_dir {
+            let path = pins::program_path(dir, None);
+            let _ = pins::unpin(&path);
+            program_mut(&mut ebpf)?
+                .pin(&path)
+                .map_err(|e| DatapathError::Pin {
+                    what: "the program".into(),
+                    detail: e.to_string(),
+                })?;
+        }
 
         let mut take = |name: &'static str| -> Result<MapData> {
-            let map = ebpf
-                .take_map(name)
-                .ok_or(DatapathError::MissingInObject { kind: "map", name })?;
+            let map = ebpf.take_map(name).ok_or(DatapathError::MissingInObject {
+                kind: "map",
+                name,
+            })?;
             Ok(match map {
                 aya::maps::Map::HashMap(d)
                 | aya::maps::Map::PerCpuHashMap(d)
@@ -191,13 +232,85 @@ impl Datapath {
         let groups = take(GROUPS_MAP)?;
         let sources = take(SOURCES_MAP)?;
         let reasons = take(REASONS_MAP)?;
-        let maps = maps::FilterMaps::open(groups, sources, reasons, options.capacities)?;
+        let maps = maps::FilterMaps::open(groups, sources, reasons, capacities)?;
         Ok(Self {
             ebpf,
             maps,
             attachments: attach::Attachments::default(),
-            capacities: options.capacities,
+            capacities,
+            pin_dir: options.pin_dir.clone(),
         })
+    }
+
+    /// Another instance of the program (`object`, or this build's own), loaded against the
+    /// same pinned maps.
+    fn load_instance(&self, object: Option<&[u8]>) -> Result<Ebpf> {
+        let dir = self.pin_dir.as_deref().ok_or(DatapathError::NotPinned)?;
+        // The object must be 8-byte aligned for the ELF parser.
+        let aligned: Vec<u64>;
+        let bytes = match object {
+            None => OBJECT,
+            Some(bytes) => {
+                aligned = bytes
+                    .chunks(8)
+                    .map(|c| {
+                        let mut b = [0u8; 8];
+                        b[..c.len()].copy_from_slice(c);
+                        u64::from_ne_bytes(b)
+                    })
+                    .collect();
+                &bytemuck::cast_slice::<u64, u8>(&aligned)[..bytes.len()]
+            }
+        };
+        let mut ebpf = load_object(bytes, self.capacities, Some(dir))?;
+        program_mut(&mut ebpf)?
+            .load()
+            .map_err(|e| DatapathError::LoadProgram(Box::new(e)))?;
+        Ok(ebpf)
+    }
+
+    /// The shut-down sequence. Without `keep`, every owned interface is released (program
+    /// detached, entries deleted) and the pins this process created are removed. With `keep`,
+    /// everything stays attached and pinned: XDP keeps enforcing the last policy until a
+    /// daemon adopts it again.
+    pub fn shutdown(mut self, keep: bool) {
+        if keep {
+            log::info!("keeping XDP attached and pinned");
+            return;
+        }
+        let owned: Vec<u32> = self.attachments.0.keys().copied().collect();
+        for ifindex in owned {
+            match self.detach(ifindex, false) {
+                Ok(n) => log::info!("released interface {ifindex} ({n} entries deleted)"),
+                Err(e) => log::error!("releasing interface {ifindex}: {e}"),
+            }
+        }
+        if let Some(dir) = self.pin_dir.take() {
+            if !pins::pinned_links(&dir).unwrap_or_default().is_empty() {
+                log::info!(
+                    "interfaces released with --keep stay enforcing; their pins and the maps stay \
+                     in {}",
+                    dir.display()
+                );
+                return;
+            }
+            for path in [
+                pins::program_path(&dir, None),
+                pins::map_path(&dir, GROUPS_MAP),
+                pins::map_path(&dir, SOURCES_MAP),
+                pins::map_path(&dir, REASONS_MAP),
+            ] {
+                if let Err(e) = pins::unpin(&path) {
+                    log::error!("removing {}: {e}", path.display());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+
+    /// The pin directory, if any.
+    pub fn pin_dir(&self) -> Option<&std::path::Path> {
+        self.pin_dir.as_deref()
     }
 
     pub const fn capacities(&self) -> Capacities {
@@ -218,6 +331,26 @@ impl Datapath {
     pub fn map_memory(&self) -> Result<(u64, u64, u64)> {
         self.maps.memlock()
     }
+}
+
+/// Parse an object and create (or, with `pin_dir`, reuse or pin) its maps.
+fn load_object(
+    bytes: &[u8],
+    capacities: Capacities,
+    pin_dir: Option<&std::path::Path>,
+) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(GROUPS_MAP, capacities.max_groups)
+        .map_max_entries(SOURCES_MAP, capacities.max_sources);
+    if let Some(dir) = pin_dir {
+        for map in [GROUPS_MAP, SOURCES_MAP, REASONS_MAP] {
+            loader.map_pin_path(map, pins::map_path(dir, map));
+        }
+    }
+    loader
+        .load(bytes)
+        .map_err(|e| DatapathError::Load(Box::new(e)))
 }
 
 fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
