@@ -86,12 +86,15 @@ impl CliOutput {
     }
 }
 
-/// A daemon process in a namespace; killed on drop.
+/// A daemon process in a namespace; killed on drop. Each has its own socket, state
+/// directory and pin directory (on the host's bpffs), kept across restarts and removed on
+/// drop.
 #[derive(Debug)]
 pub struct Daemon {
     child: Option<Child>,
     ns: String,
     dir: TempDir,
+    pin_dir: PathBuf,
     args: Vec<String>,
     log: PathBuf,
 }
@@ -101,10 +104,13 @@ impl Daemon {
     pub fn start(ns: &Netns, args: &[&str]) -> io::Result<Self> {
         let dir = TempDir::new("daemon")?;
         let log = dir.path().join("daemon.log");
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/msf-test-{}-{n}", std::process::id()));
         let mut daemon = Self {
             child: None,
             ns: ns.name().to_string(),
             dir,
+            pin_dir,
             args: args.iter().map(ToString::to_string).collect(),
             log,
         };
@@ -135,6 +141,10 @@ impl Daemon {
             .arg("--socket")
             .arg(self.socket())
             .arg("daemon")
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--state-dir")
+            .arg(self.state_dir())
             .args(&self.args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
@@ -173,9 +183,26 @@ impl Daemon {
         self.dir.path().join("msfilter.sock")
     }
 
-    /// A directory for this daemon's files (pins, state) that tests may use.
+    /// A directory for this daemon's files that tests may use.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The daemon's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The daemon's pin directory (on bpffs).
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Start again with other arguments (same socket, state and pins).
+    pub fn restart_with(&mut self, args: &[&str]) -> io::Result<()> {
+        self.kill9();
+        self.args = args.iter().map(ToString::to_string).collect();
+        self.spawn()
     }
 
     /// The daemon's log so far.
@@ -241,5 +268,12 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             eprintln!("--- msfilter daemon log ({}) ---\n{}", self.ns, self.log());
         }
+        // Pins outlive a killed daemon (that is their point); remove them with the test.
+        if let Ok(entries) = std::fs::read_dir(&self.pin_dir) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.pin_dir);
     }
 }

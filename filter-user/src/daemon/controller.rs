@@ -5,24 +5,32 @@
 //! is undone in the kernel too, so the kernel, the model and the maps always agree.
 //!
 //! The controller is single-threaded: the server hands it one request at a time, so
-//! requests are applied in arrival order and none interleave.
+//! membership and ownership changes are applied in arrival order and never interleave — a
+//! request that arrives while an interface is being attached waits for the attach.
+//! Ownership lives in `ownership.rs`, start-up, persistence, configuration and shut-down in
+//! `lifecycle.rs`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    ops::Bound,
 };
 
-use filter_common::{GroupKey, Reason, Verdict};
+use filter_common::{Addr, GroupKey, Reason, Verdict};
 
 use super::{
+    config::Config,
     explain::{Refused, kernel_error},
     protocol::{
         AttachmentView, CounterView, ErrorKind, ErrorReply, FilterMode, FilterView, GroupEntry,
         ListFilter, Op, Reply, SourceEntry, StatsView,
     },
+    state::StateStore,
 };
 use crate::{
-    datapath::{Datapath, DatapathError, GroupFilter, interface_name, resolve_interface},
+    datapath::{
+        AttachMode, Datapath, DatapathError, GroupFilter, interface_name, resolve_interface,
+    },
     policy::{ClientId, Memberships},
     sockopt::{self, Family, MembershipSocket, OptionSet, addr_of, ip_of},
 };
@@ -30,24 +38,37 @@ use crate::{
 /// A connection's identity, for enumeration cursors.
 pub type ConnId = u64;
 
-struct Client {
-    name: String,
-    persistent: bool,
+/// The name of the client that holds the configuration file's memberships.
+pub(super) const CONFIG_CLIENT: &str = "config-file";
+
+pub(super) struct Client {
+    pub(super) name: String,
+    pub(super) persistent: bool,
     /// One socket per (interface, group): the kernel's per-socket limits never bite, and
     /// each membership's filter is read back on its own.
-    sockets: BTreeMap<GroupKey, MembershipSocket>,
+    pub(super) sockets: BTreeMap<GroupKey, MembershipSocket>,
+}
+
+/// Where an enumeration continues.
+#[derive(Clone, Copy)]
+enum Position {
+    Start,
+    /// After this group and all its sources.
+    AfterGroup(GroupKey),
+    /// Inside this group: after this source (`None`: from its first source).
+    InGroup(GroupKey, Option<Addr>),
 }
 
 struct Enumeration {
     conn: ConnId,
     filter: ResolvedListFilter,
-    after: Option<GroupKey>,
+    position: Position,
 }
 
 #[derive(Clone, Copy)]
 struct ResolvedListFilter {
     ifindex: Option<u32>,
-    group: Option<filter_common::Addr>,
+    group: Option<Addr>,
 }
 
 impl ResolvedListFilter {
@@ -56,22 +77,43 @@ impl ResolvedListFilter {
     }
 }
 
+/// An interface as far as the maps are concerned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ownership {
+    /// msfilter's program runs there and the maps follow the policy.
+    Owned,
+    /// Released with `--keep`: msfilter's program enforces the last policy, frozen.
+    Kept,
+    /// Not msfilter's: the maps hold nothing for it.
+    Unowned,
+}
+
 pub struct Controller {
-    datapath: Datapath,
-    memberships: Memberships,
-    clients: BTreeMap<ClientId, Client>,
-    persistent: BTreeMap<String, ClientId>,
+    pub(super) datapath: Datapath,
+    pub(super) memberships: Memberships,
+    pub(super) clients: BTreeMap<ClientId, Client>,
+    pub(super) persistent: BTreeMap<String, ClientId>,
     next_client: ClientId,
     enumerations: BTreeMap<u64, Enumeration>,
     next_cursor: u64,
+    pub(super) store: StateStore,
+    pub(super) config_path: Option<std::path::PathBuf>,
+    pub(super) config: Config,
+    /// Interfaces owned, by name, with the XDP mode asked for (`None`: driver, else skb).
+    pub(super) owned: BTreeMap<String, Option<AttachMode>>,
+    /// Released by `detach`: memberships there do not attach the program again.
+    pub(super) released: BTreeSet<String>,
+    /// Released by `detach --keep`.
+    pub(super) kept: BTreeSet<String>,
+    pub(super) keep_on_exit: bool,
 }
 
-fn invalid(message: impl Into<String>) -> ErrorReply {
+pub(super) fn invalid(message: impl Into<String>) -> ErrorReply {
     ErrorReply::new(ErrorKind::Invalid, message)
 }
 
-fn datapath_error(e: &DatapathError) -> ErrorReply {
-    ErrorReply::new(ErrorKind::Datapath, format!("{e}; the request was undone"))
+pub(super) fn datapath_error(e: &DatapathError) -> ErrorReply {
+    ErrorReply::new(ErrorKind::Datapath, e.to_string())
 }
 
 fn view(filter: &GroupFilter) -> FilterView {
@@ -97,7 +139,7 @@ fn to_sockopt(op: &Op) -> sockopt::Request {
 }
 
 /// What the kernel says a socket holds for `group` (`None`: not a member).
-fn read_back(socket: &MembershipSocket, group: IpAddr) -> Option<GroupFilter> {
+pub(super) fn read_back(socket: &MembershipSocket, group: IpAddr) -> Option<GroupFilter> {
     match socket.filter(group) {
         Ok((mode, sources)) => Some(GroupFilter::new(mode, sources.into_iter().map(addr_of))),
         Err(e) if matches!(e.errno, libc::EADDRNOTAVAIL | libc::EINVAL) => None,
@@ -109,7 +151,7 @@ fn read_back(socket: &MembershipSocket, group: IpAddr) -> Option<GroupFilter> {
 }
 
 impl Controller {
-    pub fn new(datapath: Datapath) -> Self {
+    pub(super) fn new(datapath: Datapath, store: StateStore) -> Self {
         Self {
             datapath,
             memberships: Memberships::default(),
@@ -118,6 +160,13 @@ impl Controller {
             next_client: 1,
             enumerations: BTreeMap::new(),
             next_cursor: 1,
+            store,
+            config_path: None,
+            config: Config::default(),
+            owned: BTreeMap::new(),
+            released: BTreeSet::new(),
+            kept: BTreeSet::new(),
+            keep_on_exit: false,
         }
     }
 
@@ -126,8 +175,17 @@ impl Controller {
         if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
             return Err(invalid("a client name is 1 to 64 printable characters"));
         }
+        if name == CONFIG_CLIENT {
+            return Err(invalid(format!(
+                "the client name {CONFIG_CLIENT} is reserved for the configuration file"
+            )));
+        }
+        Ok(self.register_unchecked(name, persistent))
+    }
+
+    pub(super) fn register_unchecked(&mut self, name: &str, persistent: bool) -> ClientId {
         if persistent && let Some(id) = self.persistent.get(name) {
-            return Ok(*id);
+            return *id;
         }
         let id = self.next_client;
         self.next_client += 1;
@@ -146,7 +204,7 @@ impl Controller {
             "client {name} registered (handle {id}{})",
             if persistent { ", persistent" } else { "" }
         );
-        Ok(id)
+        id
     }
 
     /// Undo every membership of a client and forget it. Returns how many memberships ended.
@@ -160,30 +218,17 @@ impl Controller {
         let count = state.sockets.len() as u32;
         drop(state.sockets); // closing the sockets leaves the groups in the kernel
         let keys = self.memberships.remove_client(client);
-        if let Err(e) = self.sync(&keys) {
+        if let Err(e) = self.sync(&keys, false) {
             log::error!("updating the maps after client {client} left: {e}");
+        }
+        if state.persistent {
+            self.save_state();
         }
         log::info!(
             "client {} deregistered, {count} memberships ended",
             state.name
         );
         Ok(count)
-    }
-
-    /// The shut-down sequence: every client's memberships are left, every interface is
-    /// released (its entries deleted, the program detached).
-    pub fn shutdown(&mut self) {
-        let clients: Vec<ClientId> = self.clients.keys().copied().collect();
-        for client in clients {
-            let _ = self.deregister(client);
-        }
-        let attached: Vec<u32> = self.datapath.attachments().map(|a| a.ifindex).collect();
-        for ifindex in attached {
-            match self.datapath.detach(ifindex) {
-                Ok(n) => log::info!("released interface {ifindex} ({n} entries deleted)"),
-                Err(e) => log::error!("releasing interface {ifindex}: {e}"),
-            }
-        }
     }
 
     /// A connection ended: a session client's registration ends with it.
@@ -196,20 +241,105 @@ impl Controller {
         }
     }
 
-    /// Make the maps enforce the merged filters of `keys`, attaching to interfaces that get
-    /// their first managed group (after their entries are in the maps).
-    fn sync(&mut self, keys: &[GroupKey]) -> Result<(), DatapathError> {
-        let desired = self.memberships.desired(keys.iter().copied());
-        let needs: BTreeSet<u32> = desired
-            .iter()
-            .filter(|(k, f)| f.is_some() && self.datapath.attachment(k.ifindex).is_none())
-            .map(|(k, _)| k.ifindex)
-            .collect();
+    /// The handle of the persistent client `name`, if it exists.
+    pub fn persistent_client(&self, name: &str) -> Option<ClientId> {
+        self.persistent.get(name).copied()
+    }
+
+    pub(super) fn ownership(&self, ifindex: u32) -> Ownership {
+        if self.datapath.attachment(ifindex).is_some() {
+            Ownership::Owned
+        } else if self.datapath.pinned_link(ifindex) {
+            Ownership::Kept
+        } else {
+            Ownership::Unowned
+        }
+    }
+
+    /// Whether a membership on this interface may attach the program (it was not released).
+    fn may_attach(&self, ifindex: u32) -> bool {
+        interface_name(ifindex)
+            .is_some_and(|n| !self.released.contains(&n) && !self.kept.contains(&n))
+    }
+
+    /// Make the maps enforce the merged filters of `keys` on owned interfaces; the maps hold
+    /// nothing for interfaces msfilter does not own, and are left alone on kept ones. With
+    /// `attach`, an interface that gets its first managed group is attached (after all its
+    /// entries are in the maps).
+    pub(super) fn sync(&mut self, keys: &[GroupKey], attach: bool) -> Result<(), DatapathError> {
+        let mut desired = Vec::new();
+        let mut to_attach = BTreeSet::new();
+        for key in keys {
+            let want = self.memberships.merged(key);
+            match self.ownership(key.ifindex) {
+                Ownership::Owned => desired.push((*key, want)),
+                Ownership::Kept => {}
+                Ownership::Unowned => {
+                    if attach && want.is_some() && self.may_attach(key.ifindex) {
+                        to_attach.insert(key.ifindex);
+                        desired.push((*key, want));
+                    } else {
+                        desired.push((*key, None));
+                    }
+                }
+            }
+        }
         self.datapath.set_filters(desired)?;
-        for ifindex in needs {
-            self.datapath.attach(&ifindex.to_string(), None)?;
+        for ifindex in to_attach {
+            self.attach_filled(ifindex, None, false)?;
         }
         Ok(())
+    }
+
+    /// Every group of `ifindex` that has members or entries.
+    pub(super) fn keys_of(&self, ifindex: u32) -> Vec<GroupKey> {
+        let mut keys: BTreeSet<GroupKey> = self
+            .memberships
+            .groups()
+            .filter(|k| k.ifindex == ifindex)
+            .copied()
+            .collect();
+        keys.extend(
+            self.datapath
+                .installed()
+                .keys()
+                .filter(|k| k.ifindex == ifindex),
+        );
+        keys.into_iter().collect()
+    }
+
+    /// Fill the maps with the policy of `ifindex`, then attach the program there: it never
+    /// runs on a half-loaded policy.
+    pub(super) fn attach_filled(
+        &mut self,
+        ifindex: u32,
+        mode: Option<AttachMode>,
+        replace_foreign: bool,
+    ) -> Result<(), DatapathError> {
+        let desired = self.memberships.desired(self.keys_of(ifindex));
+        self.datapath.set_filters(desired)?;
+        match self
+            .datapath
+            .attach(&ifindex.to_string(), mode, replace_foreign)
+        {
+            Ok(a) => {
+                let name = a.iface.clone();
+                self.owned.entry(name).or_insert(mode);
+                Ok(())
+            }
+            Err(e) => {
+                // Not ours after all: take its entries out again.
+                let clear: Vec<_> = self
+                    .keys_of(ifindex)
+                    .into_iter()
+                    .map(|k| (k, None))
+                    .collect();
+                if let Err(undo) = self.datapath.set_filters(clear) {
+                    log::error!("clearing the entries of interface {ifindex}: {undo}");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Apply one membership request for `client`. A persistent client left without
@@ -222,7 +352,11 @@ impl Controller {
         op: &Op,
     ) -> Result<Reply, ErrorReply> {
         let result = self.apply_membership(client, iface, group, op);
+        let persistent = self.clients.get(&client).is_some_and(|c| c.persistent);
         self.forget_if_idle(client);
+        if persistent {
+            self.save_state();
+        }
         result
     }
 
@@ -267,9 +401,11 @@ impl Controller {
         }
         self.memberships.set(client, key, after.clone());
 
-        if let Err(e) = self.sync(&[key]) {
+        if let Err(e) = self.sync(&[key], true) {
             self.restore(client, key, group, before.as_ref());
-            return Err(datapath_error(&e));
+            let mut reply = datapath_error(&e);
+            reply.message.push_str("; the request was undone");
+            return Err(reply);
         }
 
         match outcome {
@@ -289,6 +425,56 @@ impl Controller {
         }
     }
 
+    /// Make a client's socket for (`ifindex`, `group`) hold exactly `want` (`None`: no
+    /// membership), as the kernel accepts it, and record what the kernel then reports. Used
+    /// to restore persisted memberships and to apply the configuration file.
+    pub(super) fn set_membership(
+        &mut self,
+        client: ClientId,
+        ifindex: u32,
+        group: IpAddr,
+        want: Option<&GroupFilter>,
+    ) -> Result<Option<GroupFilter>, String> {
+        let key = GroupKey::new(ifindex, addr_of(group));
+        let sockets = &mut self
+            .clients
+            .get_mut(&client)
+            .ok_or_else(|| "no such client".to_string())?
+            .sockets;
+        let Some(want) = want else {
+            sockets.remove(&key);
+            self.memberships.set(client, key, None);
+            return Ok(None);
+        };
+        let socket = match sockets.remove(&key) {
+            Some(s) => s,
+            None => {
+                let s = MembershipSocket::open(Family::of(group), ifindex)
+                    .map_err(|e| e.to_string())?;
+                s.apply(
+                    group,
+                    &sockopt::Request::JoinGroup,
+                    OptionSet::ProtocolIndependent,
+                )
+                .map_err(|e| e.to_string())?;
+                s
+            }
+        };
+        let request = sockopt::Request::SetFilter {
+            mode: want.mode,
+            sources: want.sources.iter().map(ip_of).collect(),
+        };
+        let outcome = socket
+            .apply(group, &request, OptionSet::ProtocolIndependent)
+            .map_err(|e| e.to_string());
+        let now = read_back(&socket, group);
+        if now.is_some() {
+            sockets.insert(key, socket);
+        }
+        self.memberships.set(client, key, now.clone());
+        outcome.map(|()| now)
+    }
+
     /// Put a client's socket for `key` back to `before` after the datapath could not follow.
     fn restore(
         &mut self,
@@ -297,46 +483,10 @@ impl Controller {
         group: IpAddr,
         before: Option<&GroupFilter>,
     ) {
-        let sockets = &mut self.clients.get_mut(&client).expect("registered").sockets;
-        let restored = match before {
-            None => {
-                sockets.remove(&key);
-                None
-            }
-            Some(filter) => {
-                let socket = match sockets.remove(&key) {
-                    Some(s) => Some(s),
-                    None => MembershipSocket::open(Family::of(group), key.ifindex)
-                        .map_err(sockopt::ApplyError::from)
-                        .and_then(|s| {
-                            s.apply(
-                                group,
-                                &sockopt::Request::JoinGroup,
-                                OptionSet::ProtocolIndependent,
-                            )
-                            .map(|()| s)
-                        })
-                        .map_err(|e| log::error!("restoring {group}: {e}"))
-                        .ok(),
-                };
-                socket.and_then(|s| {
-                    let request = sockopt::Request::SetFilter {
-                        mode: filter.mode,
-                        sources: filter.sources.iter().map(ip_of).collect(),
-                    };
-                    if let Err(e) = s.apply(group, &request, OptionSet::ProtocolIndependent) {
-                        log::error!("restoring the filter of {group}: {e}");
-                    }
-                    let now = read_back(&s, group);
-                    if now.is_some() {
-                        sockets.insert(key, s);
-                    }
-                    now
-                })
-            }
-        };
-        self.memberships.set(client, key, restored);
-        if let Err(e) = self.sync(&[key]) {
+        if let Err(e) = self.set_membership(client, key.ifindex, group, before) {
+            log::error!("restoring the membership of {group}: {e}");
+        }
+        if let Err(e) = self.sync(&[key], false) {
             log::error!("restoring the maps for {group}: {e}");
         }
     }
@@ -345,16 +495,12 @@ impl Controller {
     fn forget_if_idle(&mut self, client: ClientId) {
         if let Some(c) = self.clients.get(&client)
             && c.persistent
+            && c.name != CONFIG_CLIENT
             && c.sockets.is_empty()
         {
             self.persistent.remove(&c.name);
             self.clients.remove(&client);
         }
-    }
-
-    /// The handle of the persistent client `name`, if it exists.
-    pub fn persistent_client(&self, name: &str) -> Option<ClientId> {
-        self.persistent.get(name).copied()
     }
 
     /// A client's filter for a group, and the interface's.
@@ -400,14 +546,15 @@ impl Controller {
                     ifindex,
                     group: filter.group.map(addr_of),
                 },
-                after: None,
+                position: Position::Start,
             },
         );
         self.list_next(conn, cursor, page)
     }
 
-    /// The next page: entries after the last one returned, as the maps hold them now. Each
-    /// page is built in one step, so it is consistent in itself.
+    /// The next page: up to `page` items (a group and each of its sources count one) after
+    /// the last one returned, as the maps hold them now. Each page is built in one step, so
+    /// it is consistent in itself.
     pub fn list_next(&mut self, conn: ConnId, cursor: u64, page: u32) -> Result<Reply, ErrorReply> {
         let Some(e) = self.enumerations.get(&cursor).filter(|e| e.conn == conn) else {
             return Err(ErrorReply::new(
@@ -415,34 +562,86 @@ impl Controller {
                 format!("no enumeration {cursor} on this connection"),
             ));
         };
-        let (filter, after) = (e.filter, e.after);
+        let (filter, position) = (e.filter, e.position);
+        let page = page as usize;
         let installed = self.datapath.installed();
-        let range = match after {
-            Some(k) => installed.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
-            None => installed.range(..),
-        };
         let mut entries = Vec::new();
-        let mut last = None;
-        for (key, state) in range.filter(|(k, _)| filter.matches(k)) {
-            if entries.len() == page as usize {
-                break;
+        let mut items = 0;
+        let mut next = None;
+
+        // Finish a group cut by the previous page.
+        let start = match position {
+            Position::Start => Bound::Unbounded,
+            Position::AfterGroup(k) => Bound::Excluded(k),
+            Position::InGroup(k, after) => {
+                if let Some(state) = installed.get(&k) {
+                    let rest: Vec<Addr> = match after {
+                        Some(a) => state
+                            .sources
+                            .range((Bound::Excluded(a), Bound::Unbounded))
+                            .copied()
+                            .collect(),
+                        None => state.sources.iter().copied().collect(),
+                    };
+                    let take = rest.len().min(page);
+                    entries.push(
+                        self.entry(&k, &rest[..take], true)
+                            .map_err(|e| datapath_error(&e))?,
+                    );
+                    items += take;
+                    if take < rest.len() {
+                        next = Some(Position::InGroup(k, Some(rest[take - 1])));
+                    }
+                }
+                Bound::Excluded(k)
             }
-            entries.push(self.entry(key, state).map_err(|e| datapath_error(&e))?);
-            last = Some(*key);
+        };
+        if next.is_none() {
+            for (key, state) in installed
+                .range((start, Bound::Unbounded))
+                .filter(|(k, _)| filter.matches(k))
+            {
+                if items >= page {
+                    next = Some(Position::AfterGroup(entries_last(&entries, key)));
+                    break;
+                }
+                items += 1;
+                let room = page - items;
+                let sources: Vec<Addr> = state.sources.iter().take(room).copied().collect();
+                items += sources.len();
+                let cut = sources.len() < state.sources.len();
+                entries.push(
+                    self.entry(key, &sources, false)
+                        .map_err(|e| datapath_error(&e))?,
+                );
+                if cut {
+                    next = Some(Position::InGroup(*key, sources.last().copied()));
+                    break;
+                }
+            }
         }
-        let more = last.is_some_and(|l| {
-            installed
-                .range((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded))
+        // A page that ended exactly at a group boundary may have nothing after it.
+        if let Some(Position::AfterGroup(k)) = next
+            && !installed
+                .range((Bound::Excluded(k), Bound::Unbounded))
                 .any(|(k, _)| filter.matches(k))
-        });
-        if more {
-            self.enumerations.get_mut(&cursor).expect("present").after = last;
-        } else {
-            self.enumerations.remove(&cursor);
+        {
+            next = None;
+        }
+        match next {
+            Some(position) => {
+                self.enumerations
+                    .get_mut(&cursor)
+                    .expect("present")
+                    .position = position;
+            }
+            None => {
+                self.enumerations.remove(&cursor);
+            }
         }
         Ok(Reply::Page {
             entries,
-            cursor: more.then_some(cursor),
+            cursor: next.map(|_| cursor),
         })
     }
 
@@ -455,19 +654,21 @@ impl Controller {
     fn entry(
         &self,
         key: &GroupKey,
-        state: &crate::datapath::Installed,
+        sources: &[Addr],
+        continued: bool,
     ) -> Result<GroupEntry, DatapathError> {
         let counters = self
             .datapath
             .group_counters(key.ifindex, key.group)?
             .unwrap_or_default();
-        let mut sources = Vec::with_capacity(state.sources.len());
-        for source in &state.sources {
+        let state = self.datapath.installed().get(key).map(|i| i.state.mode());
+        let mut listed = Vec::with_capacity(sources.len());
+        for source in sources {
             let matched = self
                 .datapath
                 .source_counter(key.ifindex, key.group, *source)?
                 .unwrap_or_default();
-            sources.push(SourceEntry {
+            listed.push(SourceEntry {
                 source: ip_of(source),
                 matched: matched.into(),
             });
@@ -476,11 +677,12 @@ impl Controller {
             iface: interface_name(key.ifindex).unwrap_or_else(|| format!("#{}", key.ifindex)),
             ifindex: key.ifindex,
             group: ip_of(&key.group),
-            mode: FilterMode::from(state.state.mode()),
-            sources,
+            mode: FilterMode::from(state.unwrap_or(filter_common::Mode::Include)),
+            sources: listed,
             passed: counters.passed.into(),
             dropped: counters.dropped.into(),
             members: self.memberships.members(key).count() as u32,
+            continued,
         })
     }
 
@@ -526,4 +728,11 @@ impl Controller {
                 .collect(),
         }))
     }
+}
+
+/// The group a page ended after (the last entry's, else the one about to be listed).
+fn entries_last(entries: &[GroupEntry], upcoming: &GroupKey) -> GroupKey {
+    entries
+        .last()
+        .map_or(*upcoming, |e| GroupKey::new(e.ifindex, addr_of(e.group)))
 }

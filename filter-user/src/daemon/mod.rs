@@ -8,8 +8,11 @@
 pub mod config;
 mod controller;
 mod explain;
+mod lifecycle;
+mod ownership;
 pub mod protocol;
 mod server;
+pub mod state;
 
 use std::{io, path::PathBuf};
 
@@ -20,11 +23,21 @@ use crate::{
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/msfilter.sock";
+/// Where the daemon pins its maps, program and links unless told otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/msfilter";
+/// Where the daemon keeps its persisted state unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/msfilter";
 
 /// How to run the daemon.
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
     pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// The declarative configuration file.
+    pub config: Option<PathBuf>,
+    /// Leave XDP enforcing (pinned) when the daemon stops.
+    pub keep: bool,
     /// Group (name or number) whose members may change the filter besides root.
     pub group: Option<String>,
     pub capacities: Capacities,
@@ -37,6 +50,10 @@ impl Default for DaemonOptions {
     fn default() -> Self {
         Self {
             socket: PathBuf::from(DEFAULT_SOCKET),
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            config: None,
+            keep: false,
             group: None,
             capacities: Capacities::default(),
             max_sources_per_socket: None,
@@ -62,6 +79,10 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("{0}")]
+    Config(config::ConfigErrors),
     #[error("installing signal handlers: {0}")]
     Signal(#[source] io::Error),
     #[error("starting the controller thread: {0}")]
@@ -77,9 +98,16 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     let listener = server::bind(&options.socket, gid)?;
     let datapath = Datapath::load(&LoadOptions {
         capacities: options.capacities,
-        ..LoadOptions::default()
+        pin_dir: Some(options.pin_dir.clone()),
     })?;
-    let controller = controller::Controller::new(datapath);
+    let controller = controller::Controller::start(
+        datapath,
+        lifecycle::StartOptions {
+            store: state::StateStore::new(&options.state_dir),
+            config: options.config.clone(),
+            keep_on_exit: options.keep,
+        },
+    )?;
     server::serve(
         listener,
         options.socket.clone(),

@@ -18,8 +18,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 /// Largest response a client reads.
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
-/// Default and largest page of an enumeration.
-pub const DEFAULT_PAGE: u32 = 1024;
+/// Default and largest page of an enumeration, in items: a group and each of its sources
+/// count one each, so a page stays bounded however many sources a group lists.
+pub const DEFAULT_PAGE: u32 = 4096;
 pub const MAX_PAGE: u32 = 65_536;
 
 /// Filter mode on the wire.
@@ -133,6 +134,31 @@ pub enum Request {
     ListEnd { cursor: u64 },
     /// Counters.
     Stats,
+    /// Take ownership of an interface: attach the program (its entries are in the maps
+    /// first). On an interface msfilter owns, `replace` swaps the program atomically through
+    /// the link (from `object`, an XDP object file the daemon reads, or its own); on one
+    /// where another XDP program runs, `replace` replaces that program.
+    Attach {
+        iface: String,
+        #[serde(default)]
+        mode: Option<String>,
+        #[serde(default)]
+        replace: bool,
+        #[serde(default)]
+        object: Option<String>,
+    },
+    /// Release an interface: detach the program and delete its entries; with `keep`, leave
+    /// the program enforcing the last policy (pinned), without the daemon's updates.
+    /// Memberships stay.
+    Detach {
+        iface: String,
+        #[serde(default)]
+        keep: bool,
+    },
+    /// Who runs XDP on an interface.
+    Owner { iface: String },
+    /// Re-read the configuration file and apply the difference.
+    Reload,
 }
 
 /// What a client holds for a group, as read back from its socket.
@@ -157,7 +183,8 @@ impl From<filter_common::Counter> for CounterView {
     }
 }
 
-/// One enforced group filter with its counters.
+/// One enforced group filter with its counters. A group with more sources than fit a page
+/// continues on the next page in an entry with `continued` set, holding the next sources.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupEntry {
     pub iface: String,
@@ -169,6 +196,9 @@ pub struct GroupEntry {
     pub dropped: CounterView,
     /// Registered clients that are members.
     pub members: u32,
+    /// This entry continues the same group from the previous page (more sources).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +234,31 @@ pub struct StatsView {
     pub attachments: Vec<AttachmentView>,
 }
 
+/// Who runs XDP on an interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerView {
+    pub iface: String,
+    pub ifindex: u32,
+    /// "msfilter" (this daemon), "msfilter-kept" (released with --keep: msfilter's program
+    /// enforces the last policy, frozen), "other" (another XDP program), or "none".
+    pub owner: String,
+    pub program_id: Option<u32>,
+    pub program_name: Option<String>,
+    /// "driver" or "skb".
+    pub mode: Option<String>,
+    /// Since when (seconds since the Unix epoch): when this daemon took the interface over,
+    /// or when the other program was loaded.
+    pub since: Option<u64>,
+    /// The daemon's process id, when it owns the interface.
+    pub pid: Option<u32>,
+    /// Taken over from a pinned link left by an earlier run.
+    pub adopted: bool,
+    /// The program was replaced (`attach --replace`) since.
+    pub replaced: bool,
+    pub groups: u32,
+    pub sources: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum Reply {
@@ -233,6 +288,33 @@ pub enum Reply {
     },
     Stats(StatsView),
     Ended,
+    Attached {
+        iface: String,
+        ifindex: u32,
+        mode: String,
+        program_id: u32,
+        /// Taken over from a link pinned earlier rather than attached now.
+        adopted: bool,
+        /// Entries the interface has in the maps.
+        groups: u32,
+        sources: u64,
+    },
+    Replaced {
+        iface: String,
+        old_program: u32,
+        new_program: u32,
+    },
+    Detached {
+        iface: String,
+        /// Map entries deleted (groups plus sources); 0 with `keep`.
+        deleted: u64,
+        kept: bool,
+    },
+    Owner(OwnerView),
+    Reloaded {
+        /// One line per change applied.
+        changes: Vec<String>,
+    },
 }
 
 /// Why a request was refused.

@@ -38,6 +38,8 @@ enum Command {
         conn: ConnId,
         client: Option<ClientId>,
     },
+    /// Re-read the configuration file (SIGHUP).
+    Reload,
     /// Run the shut-down sequence and stop.
     Shutdown { done: oneshot::Sender<()> },
 }
@@ -92,7 +94,12 @@ fn supplementary_groups(pid: i32) -> Vec<u32> {
 const fn changes_state(request: &Request) -> bool {
     matches!(
         request,
-        Request::Register { .. } | Request::Deregister | Request::Membership { .. }
+        Request::Register { .. }
+            | Request::Deregister
+            | Request::Membership { .. }
+            | Request::Attach { .. }
+            | Request::Detach { .. }
+            | Request::Reload
     )
 }
 
@@ -145,6 +152,8 @@ pub(super) async fn serve(
         .map_err(DaemonError::Signal)?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(DaemonError::Signal)?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(DaemonError::Signal)?;
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     loop {
         tokio::select! {
@@ -155,6 +164,10 @@ pub(super) async fn serve(
                 }
                 Err(e) => log::warn!("accepting a connection: {e}"),
             },
+            _ = hup.recv() => {
+                log::info!("SIGHUP: reloading the configuration");
+                let _ = tx.send(Command::Reload).await;
+            }
             _ = term.recv() => { log::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { log::info!("SIGINT: shutting down"); break; }
         }
@@ -183,6 +196,11 @@ fn run_controller(mut controller: Controller, mut rx: mpsc::Receiver<Command>) {
                 let _ = reply.send(outcome);
             }
             Command::Disconnected { conn, client } => controller.disconnected(conn, client),
+            Command::Reload => {
+                if let Err(e) = controller.reload() {
+                    log::error!("reload refused: {}", e.message);
+                }
+            }
             Command::Shutdown { done } => {
                 controller.shutdown();
                 let _ = done.send(());
@@ -242,6 +260,15 @@ fn dispatch(
         Request::ListNext { cursor, page: p } => ctl.list_next(conn, cursor, page(p)),
         Request::ListEnd { cursor } => Ok(ctl.list_end(conn, cursor)),
         Request::Stats => ctl.stats(),
+        Request::Attach {
+            iface,
+            mode,
+            replace,
+            object,
+        } => ctl.attach(&iface, mode.as_deref(), replace, object.as_deref()),
+        Request::Detach { iface, keep } => ctl.detach(&iface, keep),
+        Request::Owner { iface } => ctl.owner(&iface),
+        Request::Reload => ctl.reload(),
     };
     let response = match result {
         Ok(reply) => Response::Ok(reply),

@@ -11,7 +11,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use msfilter::{
     client::{Client, ClientError},
-    daemon::{self, DEFAULT_SOCKET, DaemonOptions, protocol::ListFilter},
+    daemon::{
+        self, DEFAULT_SOCKET, DaemonOptions,
+        protocol::{ListFilter, Request},
+    },
     datapath::Capacities,
 };
 
@@ -93,8 +96,48 @@ enum Command {
         #[arg(short, long)]
         json: bool,
     },
+    /// Take ownership of IFACE: fill its entries, then attach the XDP program.
+    Attach {
+        /// Interface name or index.
+        iface: String,
+        /// XDP mode; default: driver, falling back to skb.
+        #[arg(long, value_enum)]
+        mode: Option<XdpModeArg>,
+        /// Replace another XDP program there; on an interface msfilter owns, swap msfilter's
+        /// program atomically through the link (hitless upgrade).
+        #[arg(long)]
+        replace: bool,
+        /// With --replace on an owned interface: the XDP object file to swap in (read by the
+        /// daemon; default: the daemon's own program).
+        #[arg(long, requires = "replace")]
+        object: Option<PathBuf>,
+    },
+    /// Release IFACE: detach the program and delete its entries (memberships stay).
+    Detach {
+        /// Interface name or index.
+        iface: String,
+        /// Leave the program enforcing the last policy (pinned), frozen.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Show who runs XDP on IFACE: which program, in which mode, since when, by whom.
+    Owner {
+        /// Interface name or index.
+        iface: String,
+        /// JSON output.
+        #[arg(short, long)]
+        json: bool,
+    },
+    /// Re-read the daemon's configuration file and apply the difference.
+    Reload,
     /// Run the daemon (serves the socket given by --socket).
     Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum XdpModeArg {
+    Driver,
+    Skb,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,6 +164,18 @@ enum FilterCommand {
 
 #[derive(Debug, Args)]
 struct DaemonArgs {
+    /// Where maps, program and links are pinned (on bpffs).
+    #[arg(long, default_value = daemon::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Where the persisted state is kept.
+    #[arg(long, default_value = daemon::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Declarative configuration (TOML): interfaces to own and their groups.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Leave XDP enforcing the last policy when the daemon stops.
+    #[arg(long)]
+    keep: bool,
     /// Group (name or number) whose members may change the filter, besides root.
     #[arg(long)]
     group: Option<String>,
@@ -263,10 +318,55 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let stats = Client::connect(&socket).await?.stats().await?;
             output::stats(&stats, json).context("writing the output")?;
         }
+        Command::Attach {
+            iface,
+            mode,
+            replace,
+            object,
+        } => {
+            let mut c = mutate(socket, client).await?;
+            let reply = c
+                .request(Request::Attach {
+                    iface,
+                    mode: mode.map(|m| match m {
+                        XdpModeArg::Driver => "driver".to_string(),
+                        XdpModeArg::Skb => "skb".to_string(),
+                    }),
+                    replace,
+                    object: object.map(|p| p.to_string_lossy().into_owned()),
+                })
+                .await?;
+            output::reply(&reply);
+        }
+        Command::Detach { iface, keep } => {
+            let reply = mutate(socket, client)
+                .await?
+                .request(Request::Detach { iface, keep })
+                .await?;
+            output::reply(&reply);
+        }
+        Command::Owner { iface, json } => {
+            let reply = Client::connect(&socket)
+                .await?
+                .request(Request::Owner { iface })
+                .await?;
+            output::owner(&reply, json).context("writing the output")?;
+        }
+        Command::Reload => {
+            let reply = mutate(socket, client)
+                .await?
+                .request(Request::Reload)
+                .await?;
+            output::reply(&reply);
+        }
         Command::Daemon(args) => {
             init_logging();
             daemon::run(DaemonOptions {
                 socket,
+                pin_dir: args.pin_dir,
+                state_dir: args.state_dir,
+                config: args.config,
+                keep: args.keep,
                 group: args.group,
                 capacities: Capacities {
                     max_groups: args.max_groups,

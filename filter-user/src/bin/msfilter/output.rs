@@ -5,7 +5,7 @@ use std::{
     net::IpAddr,
 };
 
-use msfilter::daemon::protocol::{FilterView, GroupEntry, StatsView};
+use msfilter::daemon::protocol::{FilterView, GroupEntry, Reply, StatsView};
 
 fn describe(filter: Option<&FilterView>) -> String {
     match filter {
@@ -14,6 +14,102 @@ fn describe(filter: Option<&FilterView>) -> String {
             let sources: Vec<String> = f.sources.iter().map(ToString::to_string).collect();
             format!("{} {{{}}}", f.mode, sources.join(", "))
         }
+    }
+}
+
+/// After an ownership request or a reload: what happened.
+pub(crate) fn reply(reply: &Reply) {
+    match reply {
+        Reply::Attached {
+            iface,
+            ifindex,
+            mode,
+            program_id,
+            adopted,
+            groups,
+            sources,
+        } => println!(
+            "{} {iface} (index {ifindex}) in {mode} mode: program {program_id}, {groups} groups, \
+             {sources} sources",
+            if *adopted { "adopted" } else { "attached to" }
+        ),
+        Reply::Replaced {
+            iface,
+            old_program,
+            new_program,
+        } => println!("{iface}: program {old_program} replaced by {new_program} through the link"),
+        Reply::Detached {
+            iface,
+            deleted,
+            kept,
+        } => {
+            if *kept {
+                println!("released {iface}; its program keeps enforcing the last policy");
+            } else {
+                println!("released {iface}: detached, {deleted} entries deleted");
+            }
+        }
+        Reply::Reloaded { changes } => {
+            if changes.is_empty() {
+                println!("configuration unchanged");
+            }
+            for c in changes {
+                println!("{c}");
+            }
+        }
+        other => println!("{other:?}"),
+    }
+}
+
+pub(crate) fn owner(reply: &Reply, json: bool) -> io::Result<()> {
+    let Reply::Owner(v) = reply else {
+        return Err(io::Error::other(format!("unexpected reply {reply:?}")));
+    };
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, v)?;
+        return writeln!(out);
+    }
+    let program = match (v.program_id, &v.program_name) {
+        (Some(id), Some(name)) => format!("program {id} ({name})"),
+        (Some(id), None) => format!("program {id}"),
+        _ => String::new(),
+    };
+    let mode = v.mode.as_deref().unwrap_or("?");
+    match v.owner.as_str() {
+        "msfilter" => writeln!(
+            out,
+            "{} (index {}): msfilter (daemon pid {}), {program}, {mode} mode, since {}{}{}; {} groups, \
+             {} sources",
+            v.iface,
+            v.ifindex,
+            v.pid.unwrap_or(0),
+            v.since
+                .map_or_else(|| "?".into(), |s| format!("{s} (unix time)")),
+            if v.adopted {
+                ", adopted from a pinned link"
+            } else {
+                ""
+            },
+            if v.replaced { ", program replaced" } else { "" },
+            v.groups,
+            v.sources
+        ),
+        "msfilter-kept" => writeln!(
+            out,
+            "{} (index {}): msfilter's {program}, {mode} mode, released with --keep (enforcing \
+             the last policy: {} groups, {} sources)",
+            v.iface, v.ifindex, v.groups, v.sources
+        ),
+        "other" => writeln!(
+            out,
+            "{} (index {}): another XDP program: {program}, {mode} mode, loaded {}",
+            v.iface,
+            v.ifindex,
+            v.since
+                .map_or_else(|| "?".into(), |s| format!("{s} (unix time)"))
+        ),
+        _ => writeln!(out, "{} (index {}): no XDP program", v.iface, v.ifindex),
     }
 }
 
@@ -93,15 +189,17 @@ impl List {
                         "IFACE", "GROUP", "MODE", "PASSED", "DROPPED"
                     )?;
                 }
-                writeln!(
-                    out,
-                    "{:<12} {:<28} {:<8} {:>14} {:>14}",
-                    entry.iface,
-                    entry.group.to_string(),
-                    entry.mode.to_string(),
-                    entry.passed.packets,
-                    entry.dropped.packets
-                )?;
+                if !entry.continued {
+                    writeln!(
+                        out,
+                        "{:<12} {:<28} {:<8} {:>14} {:>14}",
+                        entry.iface,
+                        entry.group.to_string(),
+                        entry.mode.to_string(),
+                        entry.passed.packets,
+                        entry.dropped.packets
+                    )?;
+                }
                 for s in &entry.sources {
                     writeln!(
                         out,

@@ -1,0 +1,329 @@
+//! Start-up, persistence, the configuration file and shut-down.
+//!
+//! Start-up order, so a restart never opens or closes the filter wrongly: the maps come back
+//! from their pins with the last policy still in force; persistent clients' memberships are
+//! restored on new sockets and the configuration's applied; pinned links are adopted (the
+//! program swapped atomically); only then are the maps reconciled with the merged policy, by
+//! difference — when nothing changed while the daemon was away, nothing is written.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+};
+
+use filter_common::GroupKey;
+
+use super::{
+    DaemonError,
+    config::{self, Config, GroupConfig},
+    controller::{CONFIG_CLIENT, Controller, Ownership},
+    protocol::{ErrorKind, ErrorReply, Reply},
+    state::{DesiredState, Membership, OwnedInterface, PersistentClient, StateStore},
+};
+use crate::{
+    datapath::{Datapath, GroupFilter, interface_name, resolve_interface},
+    policy::ClientId,
+    sockopt::{addr_of, ip_of},
+};
+
+/// What the controller starts from.
+pub struct StartOptions {
+    pub store: StateStore,
+    pub config: Option<PathBuf>,
+    /// Leave XDP enforcing (pinned) when the daemon stops.
+    pub keep_on_exit: bool,
+}
+
+fn group_filter(g: &GroupConfig) -> GroupFilter {
+    GroupFilter::new(g.mode, g.sources.iter().map(|s| addr_of(*s)))
+}
+
+impl Controller {
+    /// Build the controller from the datapath (maps re-adopted from their pins), the
+    /// persisted state and the configuration file.
+    pub fn start(datapath: Datapath, options: StartOptions) -> Result<Self, DaemonError> {
+        let state = options.store.load()?;
+        let config = match &options.config {
+            Some(path) => config::load(path).map_err(DaemonError::Config)?,
+            None => Config::default(),
+        };
+        let mut ctl = Self::new(datapath, options.store);
+        ctl.keep_on_exit = options.keep_on_exit;
+        ctl.config_path = options.config;
+        ctl.released = state.released.iter().cloned().collect();
+        ctl.kept = state.kept.iter().cloned().collect();
+        for owned in &state.owned {
+            let mode = owned.mode.as_deref().and_then(|m| m.parse().ok());
+            ctl.owned.insert(owned.name.clone(), mode);
+        }
+
+        // 1. Memberships: persistent clients, then the configuration.
+        for client in &state.clients {
+            let id = ctl.register_unchecked(&client.name, true);
+            for m in &client.memberships {
+                ctl.restore_membership(id, m);
+            }
+        }
+        ctl.config = config;
+        let wanted: Vec<(String, IpAddr, GroupConfig)> = ctl
+            .config
+            .interfaces
+            .iter()
+            .flat_map(|(iface, i)| i.groups.iter().map(|(g, c)| (iface.clone(), *g, c.clone())))
+            .collect();
+        if !wanted.is_empty() {
+            let config_client = ctl.config_client();
+            for (iface, group, want) in wanted {
+                ctl.apply_config_group(config_client, &iface, group, Some(&want));
+            }
+        }
+
+        // 2. Links left pinned: adopt them, unless released with --keep or their interface
+        //    is gone.
+        for ifindex in ctl.datapath.unadopted_links()? {
+            match interface_name(ifindex) {
+                None => {
+                    log::warn!(
+                        "interface {ifindex} of a pinned link is gone; removing its entries"
+                    );
+                    ctl.datapath.forget_interface(ifindex)?;
+                }
+                Some(name) if ctl.kept.contains(&name) => {
+                    log::info!("{name} was released with --keep; leaving its program enforcing");
+                }
+                Some(_) => {
+                    ctl.datapath.adopt(ifindex)?;
+                }
+            }
+        }
+
+        // 3. Reconcile every group with members or entries, by difference; attach where the
+        //    policy needs it.
+        let mut keys: BTreeSet<GroupKey> = ctl.memberships.groups().copied().collect();
+        keys.extend(ctl.datapath.installed().keys().copied());
+        let keys: Vec<GroupKey> = keys.into_iter().collect();
+        ctl.sync(&keys, true)?;
+        let to_own: Vec<String> = ctl
+            .owned
+            .keys()
+            .chain(ctl.config.interfaces.keys())
+            .cloned()
+            .collect();
+        for name in to_own {
+            if let Ok((ifindex, _)) = resolve_interface(&name)
+                && ctl.ownership(ifindex) == Ownership::Unowned
+                && !ctl.released.contains(&name)
+            {
+                let mode = ctl
+                    .config
+                    .interfaces
+                    .get(&name)
+                    .and_then(|i| i.xdp_mode)
+                    .or_else(|| ctl.owned.get(&name).copied().flatten());
+                ctl.attach_filled(ifindex, mode, false)?;
+            }
+        }
+        ctl.save_state();
+        Ok(ctl)
+    }
+
+    fn restore_membership(&mut self, client: ClientId, m: &Membership) {
+        let Ok((ifindex, _)) = resolve_interface(&m.iface) else {
+            log::warn!(
+                "client {client}: {} on {} not restored: the interface is gone",
+                m.group,
+                m.iface
+            );
+            return;
+        };
+        let want = GroupFilter::new(m.mode.into(), m.sources.iter().map(|s| addr_of(*s)));
+        match self.set_membership(client, ifindex, m.group, Some(&want)) {
+            Ok(Some(now)) if now == want => {}
+            Ok(now) => log::warn!(
+                "restored {} on {} as {now:?}, not as persisted ({want:?})",
+                m.group,
+                m.iface
+            ),
+            Err(e) => log::error!("restoring {} on {}: {e}", m.group, m.iface),
+        }
+    }
+
+    /// The client that holds the configuration's memberships.
+    fn config_client(&mut self) -> ClientId {
+        self.register_unchecked(CONFIG_CLIENT, true)
+    }
+
+    /// Set the configuration client's membership; returns whether it holds what was asked.
+    fn apply_config_group(
+        &mut self,
+        client: ClientId,
+        iface: &str,
+        group: IpAddr,
+        want: Option<&GroupConfig>,
+    ) -> Option<GroupKey> {
+        let Ok((ifindex, _)) = resolve_interface(iface) else {
+            if want.is_some() {
+                log::info!(
+                    "{group} on {iface}: the interface is not here; applied when it appears"
+                );
+            }
+            return None;
+        };
+        let want = want.map(group_filter);
+        if let Err(e) = self.set_membership(client, ifindex, group, want.as_ref()) {
+            log::error!("configuring {group} on {iface}: {e}");
+        }
+        Some(GroupKey::new(ifindex, addr_of(group)))
+    }
+
+    /// Apply the configuration of one interface that just appeared: its groups, then own it.
+    pub(super) fn apply_config_interface(&mut self, name: &str) -> Result<(), String> {
+        let Some(iface) = self.config.interfaces.get(name).cloned() else {
+            return Ok(());
+        };
+        let client = self.config_client();
+        let mut keys = Vec::new();
+        for (group, want) in &iface.groups {
+            keys.extend(self.apply_config_group(client, name, *group, Some(want)));
+        }
+        let (ifindex, _) = resolve_interface(name).map_err(|e| e.to_string())?;
+        self.released.remove(name);
+        self.kept.remove(name);
+        self.attach_filled(ifindex, iface.xdp_mode, false)
+            .map_err(|e| e.to_string())?;
+        self.sync(&keys, false).map_err(|e| e.to_string())?;
+        self.save_state();
+        Ok(())
+    }
+
+    /// Re-read the configuration file; apply only the difference. An invalid file changes
+    /// nothing.
+    pub fn reload(&mut self) -> Result<Reply, ErrorReply> {
+        let Some(path) = self.config_path.clone() else {
+            return Err(ErrorReply::new(
+                ErrorKind::State,
+                "the daemon was started without --config",
+            ));
+        };
+        let new = config::load(&path).map_err(|e| {
+            ErrorReply::new(ErrorKind::Invalid, format!("{e}; the running policy stays"))
+        })?;
+        let diff = config::diff(&self.config, &new);
+        let mut changes = Vec::new();
+        let client = self.config_client();
+        let mut keys = Vec::new();
+        self.config = new;
+        for (iface, group, want) in &diff.groups {
+            keys.extend(self.apply_config_group(client, iface, *group, want.as_ref()));
+            changes.push(match want {
+                Some(g) => format!(
+                    "{iface} {group}: {} {{{}}}",
+                    super::protocol::FilterMode::from(g.mode),
+                    g.sources
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => format!("{iface} {group}: removed"),
+            });
+        }
+        for name in &diff.release {
+            if let Ok((ifindex, _)) = resolve_interface(name)
+                && self.ownership(ifindex) == Ownership::Owned
+            {
+                let deleted = self
+                    .datapath
+                    .detach(ifindex, false)
+                    .map_err(|e| super::controller::datapath_error(&e))?;
+                self.owned.remove(name);
+                changes.push(format!("{name}: released ({deleted} entries deleted)"));
+            }
+        }
+        self.sync(&keys, true)
+            .map_err(|e| super::controller::datapath_error(&e))?;
+        for (name, mode) in &diff.attach {
+            if let Ok((ifindex, _)) = resolve_interface(name) {
+                if self.ownership(ifindex) == Ownership::Owned
+                    && self.datapath.attachment(ifindex).map(|a| a.mode) != *mode
+                    && mode.is_some()
+                {
+                    self.datapath
+                        .detach(ifindex, false)
+                        .map_err(|e| super::controller::datapath_error(&e))?;
+                }
+                if self.ownership(ifindex) != Ownership::Owned {
+                    self.released.remove(name);
+                    self.kept.remove(name);
+                    self.attach_filled(ifindex, *mode, false)
+                        .map_err(|e| super::controller::datapath_error(&e))?;
+                    changes.push(format!("{name}: owned"));
+                }
+            }
+        }
+        self.save_state();
+        log::info!("configuration reloaded: {} changes", changes.len());
+        Ok(Reply::Reloaded { changes })
+    }
+
+    /// What is persisted: ownership and the persistent clients' memberships (not the
+    /// configuration's, whose source is the file).
+    fn desired_state(&self) -> DesiredState {
+        let mut clients = Vec::new();
+        for (id, client) in &self.clients {
+            if !client.persistent || client.name == CONFIG_CLIENT {
+                continue;
+            }
+            let mut memberships = Vec::new();
+            for key in client.sockets.keys() {
+                let (Some(filter), Some(iface)) =
+                    (self.memberships.get(*id, key), interface_name(key.ifindex))
+                else {
+                    continue;
+                };
+                memberships.push(Membership {
+                    iface,
+                    group: ip_of(&key.group),
+                    mode: filter.mode.into(),
+                    sources: filter.sources.iter().map(ip_of).collect(),
+                });
+            }
+            clients.push(PersistentClient {
+                name: client.name.clone(),
+                memberships,
+            });
+        }
+        let owned: BTreeMap<&String, _> = self.owned.iter().collect();
+        DesiredState {
+            owned: owned
+                .into_iter()
+                .map(|(name, mode)| OwnedInterface {
+                    name: name.clone(),
+                    mode: mode.map(|m| m.to_string()),
+                })
+                .collect(),
+            released: self.released.iter().cloned().collect(),
+            kept: self.kept.iter().cloned().collect(),
+            clients,
+        }
+    }
+
+    /// Persist the desired state; a failure is logged (the running policy is unaffected).
+    pub(super) fn save_state(&self) {
+        if let Err(e) = self.store.save(&self.desired_state()) {
+            log::error!("{e}");
+        }
+    }
+
+    /// The shut-down sequence: every client's sockets close (the kernel leaves the groups);
+    /// owned interfaces are released and pins removed, unless the daemon keeps XDP enforcing.
+    /// The persisted state stays for the next start.
+    pub fn shutdown(mut self) {
+        let clients = std::mem::take(&mut self.clients);
+        let memberships: usize = clients.values().map(|c| c.sockets.len()).sum();
+        drop(clients);
+        log::info!("left {memberships} memberships");
+        self.datapath.shutdown(self.keep_on_exit);
+    }
+}

@@ -1,0 +1,226 @@
+//! Interface ownership: take (attach), release (detach), who owns, and what happens when an
+//! owned interface disappears or changes its name.
+
+use std::time::UNIX_EPOCH;
+
+use super::{
+    controller::{Controller, Ownership, datapath_error, invalid},
+    protocol::{ErrorKind, ErrorReply, OwnerView, Reply},
+};
+use crate::datapath::{AttachMode, netlink, resolve_interface};
+
+impl Controller {
+    /// Take ownership of `iface`: fill the maps with its policy, then attach (or adopt a link
+    /// msfilter pinned there). On an owned interface, `replace` swaps the program through the
+    /// link; on one with another XDP program, `replace` replaces that program.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: Option<&str>,
+        replace: bool,
+        object: Option<&str>,
+    ) -> Result<Reply, ErrorReply> {
+        let (ifindex, name) = resolve_interface(iface).map_err(|e| invalid(e.to_string()))?;
+        let mode: Option<AttachMode> = mode.map(str::parse).transpose().map_err(invalid)?;
+        if self.ownership(ifindex) == Ownership::Owned {
+            let current = self.datapath.attachment(ifindex).map(|a| a.mode);
+            if !replace {
+                return Err(ErrorReply::new(
+                    ErrorKind::State,
+                    format!(
+                        "msfilter already owns {name} ({} mode); attach --replace swaps its program",
+                        current.map_or("?", AttachMode::as_str)
+                    ),
+                ));
+            }
+            if mode.is_some() && mode != current {
+                return Err(invalid(format!(
+                    "{name} runs in {} mode; a replacement keeps the mode (detach and attach to \
+                     change it)",
+                    current.map_or("?", AttachMode::as_str)
+                )));
+            }
+            let bytes = object
+                .map(|path| {
+                    std::fs::read(path).map_err(|e| invalid(format!("reading {path}: {e}")))
+                })
+                .transpose()?;
+            let replaced = self
+                .datapath
+                .replace_program(ifindex, bytes.as_deref())
+                .map_err(|e| datapath_error(&e))?;
+            return Ok(Reply::Replaced {
+                iface: name,
+                old_program: replaced.old_program,
+                new_program: replaced.new_program,
+            });
+        }
+        if object.is_some() {
+            return Err(invalid(
+                "--object replaces msfilter's program on an interface it owns; attach first",
+            ));
+        }
+        self.released.remove(&name);
+        self.kept.remove(&name);
+        let result = self.attach_filled(ifindex, mode, replace);
+        if let Err(e) = result {
+            return Err(datapath_error(&e));
+        }
+        self.owned.insert(name.clone(), mode);
+        self.save_state();
+        let attachment = self.datapath.attachment(ifindex).expect("just attached");
+        let (groups, sources) = self.entries_of(ifindex);
+        Ok(Reply::Attached {
+            iface: name,
+            ifindex,
+            mode: attachment.mode.to_string(),
+            program_id: attachment.program_id,
+            adopted: attachment.adopted,
+            groups,
+            sources,
+        })
+    }
+
+    fn entries_of(&self, ifindex: u32) -> (u32, u64) {
+        let mut groups = 0;
+        let mut sources = 0;
+        for (k, i) in self.datapath.installed() {
+            if k.ifindex == ifindex {
+                groups += 1;
+                sources += i.sources.len() as u64;
+            }
+        }
+        (groups, sources)
+    }
+
+    /// Release `iface`. Memberships stay with the kernel's own socket filters.
+    pub fn detach(&mut self, iface: &str, keep: bool) -> Result<Reply, ErrorReply> {
+        let (ifindex, name) = resolve_interface(iface).map_err(|e| invalid(e.to_string()))?;
+        if self.ownership(ifindex) != Ownership::Owned {
+            return Err(ErrorReply::new(
+                ErrorKind::State,
+                format!("msfilter does not own {name}"),
+            ));
+        }
+        let deleted = self
+            .datapath
+            .detach(ifindex, keep)
+            .map_err(|e| datapath_error(&e))?;
+        self.owned.remove(&name);
+        if keep {
+            self.kept.insert(name.clone());
+        } else {
+            self.released.insert(name.clone());
+        }
+        self.save_state();
+        Ok(Reply::Detached {
+            iface: name,
+            deleted: deleted as u64,
+            kept: keep,
+        })
+    }
+
+    /// Who runs XDP on `iface`.
+    pub fn owner(&self, iface: &str) -> Result<Reply, ErrorReply> {
+        let (ifindex, name) = resolve_interface(iface).map_err(|e| invalid(e.to_string()))?;
+        let (groups, sources) = self.entries_of(ifindex);
+        let mut view = OwnerView {
+            iface: name,
+            ifindex,
+            owner: "none".into(),
+            program_id: None,
+            program_name: None,
+            mode: None,
+            since: None,
+            pid: None,
+            adopted: false,
+            replaced: false,
+            groups,
+            sources,
+        };
+        if let Some(a) = self.datapath.attachment(ifindex) {
+            view.owner = "msfilter".into();
+            view.program_id = Some(a.program_id);
+            view.program_name = netlink::program_summary(a.program_id).ok().map(|s| s.name);
+            view.mode = Some(a.mode.to_string());
+            view.since = a.since.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+            view.pid = Some(std::process::id());
+            view.adopted = a.adopted;
+            view.replaced = a.replaced();
+            return Ok(Reply::Owner(view));
+        }
+        let running = netlink::xdp_attachment(ifindex)
+            .map_err(|e| ErrorReply::new(ErrorKind::Datapath, e.to_string()))?;
+        if let Some(x) = running {
+            view.owner = if self.ownership(ifindex) == Ownership::Kept {
+                "msfilter-kept".into()
+            } else {
+                "other".into()
+            };
+            view.program_id = Some(x.prog_id);
+            view.mode = Some(x.mode.to_string());
+            if let Ok(s) = netlink::program_summary(x.prog_id) {
+                view.program_name = Some(s.name);
+                view.since = s
+                    .loaded_at
+                    .duration_since(UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs());
+            }
+        }
+        Ok(Reply::Owner(view))
+    }
+
+    /// An interface disappeared (or took another name): release it cleanly. Its memberships
+    /// end with it; an interface the configuration names is taken again when it returns.
+    pub fn interface_gone(&mut self, ifindex: u32, name: &str) {
+        let was_owned = self.ownership(ifindex) != Ownership::Unowned;
+        let mut ended = 0;
+        for client in self.clients.values_mut() {
+            let before = client.sockets.len();
+            client.sockets.retain(|k, _| k.ifindex != ifindex);
+            ended += before - client.sockets.len();
+        }
+        let keys: Vec<_> = self
+            .memberships
+            .groups()
+            .filter(|k| k.ifindex == ifindex)
+            .copied()
+            .collect();
+        for key in &keys {
+            let members: Vec<_> = self.memberships.members(key).map(|(c, _)| c).collect();
+            for client in members {
+                self.memberships.set(client, *key, None);
+            }
+        }
+        match self.datapath.forget_interface(ifindex) {
+            Ok(n) if was_owned || n > 0 => log::warn!(
+                "interface {name} (index {ifindex}) went away: released it, deleted {n} \
+                 entries, {ended} memberships ended"
+            ),
+            Ok(_) => {}
+            Err(e) => log::error!("releasing interface {name} (index {ifindex}): {e}"),
+        }
+        self.owned.remove(name);
+        self.save_state();
+    }
+
+    /// An interface appeared (or was renamed to `name`): take it if the configuration names
+    /// it and msfilter does not own it yet.
+    pub fn interface_present(&mut self, ifindex: u32, name: &str) {
+        if let Some(owned_as) = self.datapath.attachment(ifindex).map(|a| a.iface.clone())
+            && owned_as != name
+        {
+            log::warn!("owned interface {owned_as} (index {ifindex}) is now called {name}");
+            self.interface_gone(ifindex, &owned_as);
+        }
+        if self.ownership(ifindex) == Ownership::Owned || !self.config.interfaces.contains_key(name)
+        {
+            return;
+        }
+        log::info!("configured interface {name} (index {ifindex}) is here: taking it");
+        if let Err(e) = self.apply_config_interface(name) {
+            log::error!("taking configured interface {name}: {e}");
+        }
+    }
+}
