@@ -4,12 +4,14 @@
 //! * [`traffic`]: real multicast senders and receiving applications.
 //! * [`capture`]: IGMPv3/MLDv2 reports captured from an interface.
 //! * [`daemon`]: a real `msfilter daemon` process in a namespace, and the CLI against it.
+//! * [`foreign`]: an XDP program msfilter did not load, attached through a link or netlink.
 //! * [`kernel`]: the kernel's own view of multicast filters (`/proc/net/mcfilter*`).
 //! * [`packet`]: frames built field by field, for verdict tests.
 //! * [`rng`]: a seeded generator, so generated tests are reproducible.
 //! * [`model`]: the reference model consulting exactly what the maps hold.
 pub mod capture;
 pub mod daemon;
+pub mod foreign;
 pub mod kernel;
 pub mod model;
 pub mod netns;

@@ -1,0 +1,350 @@
+//! A "foreign" XDP program: one msfilter did not load, for the tests of interface
+//! ownership.
+//!
+//! [`ForeignXdp::attach`] loads a two-instruction program (`r0 = XDP_PASS; exit`) under a
+//! name the caller chooses, through a raw `BPF_PROG_LOAD`, and attaches it to an interface
+//! of the calling thread's network namespace the way another tool would: through a
+//! bpf_link (`BPF_LINK_CREATE`, as libxdp and aya do) or through netlink (`RTM_SETLINK`
+//! with `IFLA_XDP_FD`, as `ip link set dev X xdp` does), in driver or skb mode. Dropping it
+//! detaches: the link by closing its descriptor, the netlink attachment by `RTM_SETLINK`
+//! with `IFLA_XDP_FD = -1`, on the condition that the program there is still this one.
+//!
+//! None of this uses msfilter's own netlink layer, which is what the tests examine.
+
+use std::{
+    ffi::c_int,
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
+
+use msfilter::datapath::AttachMode;
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_XDP: u32 = 37;
+
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLA_F_NESTED: u16 = 1 << 15;
+const RTM_SETLINK: u16 = 19;
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_FD: u16 = 1;
+const IFLA_XDP_FLAGS: u16 = 3;
+const IFLA_XDP_EXPECTED_FD: u16 = 8;
+
+/// `r0 = 2 (XDP_PASS); exit`, as `struct bpf_insn`s: opcode, registers, offset, immediate.
+const PROGRAM: [u64; 2] = [
+    0xb7 | (2 << 32), // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm 2
+    0x95,             // BPF_JMP | BPF_EXIT
+];
+
+/// How the foreign program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// A bpf_link: only detaching the link (or closing its last descriptor) removes it.
+    Link,
+    /// Netlink: stays until someone attaches over it or removes it.
+    Netlink,
+}
+
+/// A foreign XDP program attached to one interface; detached on drop.
+#[derive(Debug)]
+pub struct ForeignXdp {
+    /// The program's kernel id.
+    pub prog_id: u32,
+    /// The link's kernel id (`Via::Link` only).
+    pub link_id: Option<u32>,
+    pub ifindex: u32,
+    pub mode: AttachMode,
+    pub via: Via,
+    program: OwnedFd,
+    attachment: Attached,
+}
+
+#[derive(Debug)]
+enum Attached {
+    /// Held only to be closed on drop.
+    Link(#[expect(dead_code, reason = "held for its drop")] OwnedFd),
+    /// The netlink socket, opened in the interface's namespace (a netlink socket stays in
+    /// the namespace it was opened in, so the drop can use it from any thread).
+    Netlink(OwnedFd),
+}
+
+impl ForeignXdp {
+    /// Load a pass-everything XDP program named `name` (at most 15 characters: letters,
+    /// digits, `_`, `.`) and attach it to `ifindex` in the calling thread's namespace.
+    pub fn attach(name: &str, ifindex: u32, via: Via, mode: AttachMode) -> io::Result<Self> {
+        let program = load(name)?;
+        let prog_id = program_id(&program)?;
+        let flags = match mode {
+            AttachMode::Driver => XDP_FLAGS_DRV_MODE,
+            AttachMode::Skb => XDP_FLAGS_SKB_MODE,
+        };
+        let (attachment, link_id) = match via {
+            Via::Link => {
+                let link = link_create(&program, ifindex, flags)?;
+                let link_id = link_id(&link)?;
+                (Attached::Link(link), Some(link_id))
+            }
+            Via::Netlink => {
+                let socket = netlink_socket()?;
+                set_xdp(&socket, ifindex, program.as_raw_fd(), flags, None).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("RTM_SETLINK attaching {name} to interface {ifindex}: {e}"),
+                    )
+                })?;
+                (Attached::Netlink(socket), None)
+            }
+        };
+        Ok(Self {
+            prog_id,
+            link_id,
+            ifindex,
+            mode,
+            via,
+            program,
+            attachment,
+        })
+    }
+}
+
+impl Drop for ForeignXdp {
+    fn drop(&mut self) {
+        match &self.attachment {
+            // Closing the last descriptor of an unpinned link detaches it (if nobody did).
+            Attached::Link(_) => {}
+            Attached::Netlink(socket) => {
+                let flags = match self.mode {
+                    AttachMode::Driver => XDP_FLAGS_DRV_MODE,
+                    AttachMode::Skb => XDP_FLAGS_SKB_MODE,
+                };
+                // Fails harmlessly if the program was removed already (or replaced: then
+                // the replacement stays) or the interface is gone.
+                let _ = set_xdp(
+                    socket,
+                    self.ifindex,
+                    -1,
+                    flags | XDP_FLAGS_REPLACE,
+                    Some(self.program.as_raw_fd()),
+                );
+            }
+        }
+    }
+}
+
+/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `union bpf_attr` for `BPF_LINK_CREATE` (the XDP part: no extra fields).
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
+/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// `bpf(cmd, attr, sizeof attr)`.
+fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is laid out as the prefix of `union bpf_attr` that `cmd` reads, and the
+    // pointers in it are valid for the lengths given with them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr).cast::<libc::c_void>(),
+            size_of::<A>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A descriptor the kernel just returned.
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: a new descriptor from the kernel; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as c_int) }
+}
+
+fn load(name: &str) -> io::Result<OwnedFd> {
+    if name.len() > 15
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a BPF object name (15 letters, digits, _ or .)"),
+        ));
+    }
+    let license = c"GPL";
+    let mut prog_name = [0u8; 16];
+    prog_name[..name.len()].copy_from_slice(name.as_bytes());
+    let mut attr = ProgLoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: PROGRAM.len() as u32,
+        insns: PROGRAM.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name,
+        ..ProgLoadAttr::default()
+    };
+    bpf(BPF_PROG_LOAD, &mut attr)
+        .map(owned)
+        .map_err(|e| io::Error::new(e.kind(), format!("BPF_PROG_LOAD of {name}: {e}")))
+}
+
+/// The kernel id of a program or link: the second `u32` of both info structs.
+fn object_id(fd: &OwnedFd, what: &str) -> io::Result<u32> {
+    let mut info = [0u32; 2];
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<[u32; 2]>() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)
+        .map_err(|e| io::Error::new(e.kind(), format!("BPF_OBJ_GET_INFO_BY_FD ({what}): {e}")))?;
+    Ok(info[1])
+}
+
+fn program_id(program: &OwnedFd) -> io::Result<u32> {
+    object_id(program, "program")
+}
+
+fn link_id(link: &OwnedFd) -> io::Result<u32> {
+    object_id(link, "link")
+}
+
+fn link_create(program: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: program.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags,
+    };
+    bpf(BPF_LINK_CREATE, &mut attr).map(owned).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("BPF_LINK_CREATE (XDP) on interface {ifindex}: {e}"),
+        )
+    })
+}
+
+/// A NETLINK_ROUTE socket in the calling thread's namespace.
+fn netlink_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned(fd.into()))
+}
+
+/// `RTM_SETLINK` with `IFLA_XDP { FD, FLAGS [, EXPECTED_FD] }`, waiting for the kernel's
+/// acknowledgement.
+fn set_xdp(
+    socket: &OwnedFd,
+    ifindex: u32,
+    fd: c_int,
+    flags: u32,
+    expected: Option<c_int>,
+) -> io::Result<()> {
+    fn attr(buf: &mut Vec<u8>, ty: u16, value: &[u8]) {
+        buf.extend_from_slice(&(4 + value.len() as u16).to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(value);
+    }
+    let mut xdp = Vec::new();
+    attr(&mut xdp, IFLA_XDP_FD, &fd.to_ne_bytes());
+    attr(&mut xdp, IFLA_XDP_FLAGS, &flags.to_ne_bytes());
+    if let Some(expected) = expected {
+        attr(&mut xdp, IFLA_XDP_EXPECTED_FD, &expected.to_ne_bytes());
+    }
+    let mut msg = Vec::new();
+    // nlmsghdr: length (filled in below), type, flags, sequence, port (0: the kernel's).
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&RTM_SETLINK.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // ifinfomsg: family, pad, type, index, flags, change.
+    msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    msg.extend_from_slice(&ifindex.to_ne_bytes());
+    msg.extend_from_slice(&[0; 8]);
+    attr(&mut msg, IFLA_XDP | NLA_F_NESTED, &xdp);
+    let len = msg.len() as u32;
+    msg[..4].copy_from_slice(&len.to_ne_bytes());
+
+    // SAFETY: `msg` is valid for its length; an unconnected netlink socket sends to the
+    // kernel.
+    if unsafe { libc::send(socket.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 4096];
+    loop {
+        // SAFETY: `reply` is valid for writes of its length.
+        let n = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                reply.as_mut_ptr().cast(),
+                reply.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // nlmsghdr type at 4, then the error code right after the 16-byte header.
+        if n >= 20 && u16::from_ne_bytes([reply[4], reply[5]]) == NLMSG_ERROR {
+            let errno = i32::from_ne_bytes(reply[16..20].try_into().unwrap_or_default());
+            return if errno == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(-errno))
+            };
+        }
+    }
+}
