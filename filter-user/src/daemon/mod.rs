@@ -87,6 +87,8 @@ pub enum DaemonError {
     Signal(#[source] io::Error),
     #[error("starting the controller thread: {0}")]
     Thread(#[source] io::Error),
+    #[error("watching interfaces: {0}")]
+    Links(#[source] io::Error),
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -95,7 +97,10 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     if let Some(n) = options.max_sources_per_socket {
         raise_source_limits(n)?;
     }
-    let listener = server::bind(&options.socket, gid)?;
+    // Signals first: a SIGTERM during start-up waits for it instead of killing the process
+    // half-way.
+    let signals = server::Signals::install()?;
+    server::check_free(&options.socket)?;
     let datapath = Datapath::load(&LoadOptions {
         capacities: options.capacities,
         pin_dir: Some(options.pin_dir.clone()),
@@ -108,11 +113,14 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
             keep_on_exit: options.keep,
         },
     )?;
+    // The socket appears only once the daemon is ready to serve.
+    let listener = server::bind(&options.socket, gid)?;
     server::serve(
         listener,
         options.socket.clone(),
         server::Authority { gid },
         controller,
+        signals,
     )
     .await
 }
@@ -126,7 +134,7 @@ fn raise_source_limits(n: u32) -> Result<(), DaemonError> {
             Ok(v) => v,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 log::warn!(
-                    "{} is not visible in this network namespace (it is global, set from the                      initial one); left as it is",
+                    "{} is not visible in this network namespace (it is global, set from the initial one); left as it is",
                     limit.key()
                 );
                 continue;

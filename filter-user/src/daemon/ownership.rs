@@ -7,7 +7,11 @@ use super::{
     controller::{Controller, Ownership, datapath_error, invalid},
     protocol::{ErrorKind, ErrorReply, OwnerView, Reply},
 };
-use crate::datapath::{AttachMode, netlink, resolve_interface};
+use crate::datapath::{
+    AttachMode,
+    netlink::{self, LinkEvent},
+    resolve_interface,
+};
 
 impl Controller {
     /// Take ownership of `iface`: fill the maps with its policy, then attach (or adopt a link
@@ -173,7 +177,7 @@ impl Controller {
 
     /// An interface disappeared (or took another name): release it cleanly. Its memberships
     /// end with it; an interface the configuration names is taken again when it returns.
-    pub fn interface_gone(&mut self, ifindex: u32, name: &str) {
+    fn interface_gone(&mut self, ifindex: u32, name: &str) {
         let was_owned = self.ownership(ifindex) != Ownership::Unowned;
         let mut ended = 0;
         for client in self.clients.values_mut() {
@@ -205,15 +209,30 @@ impl Controller {
         self.save_state();
     }
 
+    /// React to an interface event: an owned interface that goes away or takes another name
+    /// is released; one the configuration names is taken when it (re)appears.
+    pub fn link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Added { ifindex, name } => self.interface_present(ifindex, &name),
+            LinkEvent::Renamed {
+                ifindex,
+                old_name,
+                name,
+            } => {
+                if self.ownership(ifindex) != Ownership::Unowned {
+                    log::warn!("owned interface {old_name} (index {ifindex}) is now called {name}");
+                    self.interface_gone(ifindex, &old_name);
+                }
+                self.interface_present(ifindex, &name);
+            }
+            LinkEvent::Removed { ifindex, name } => self.interface_gone(ifindex, &name),
+            LinkEvent::Changed { .. } => {}
+        }
+    }
+
     /// An interface appeared (or was renamed to `name`): take it if the configuration names
     /// it and msfilter does not own it yet.
-    pub fn interface_present(&mut self, ifindex: u32, name: &str) {
-        if let Some(owned_as) = self.datapath.attachment(ifindex).map(|a| a.iface.clone())
-            && owned_as != name
-        {
-            log::warn!("owned interface {owned_as} (index {ifindex}) is now called {name}");
-            self.interface_gone(ifindex, &owned_as);
-        }
+    fn interface_present(&mut self, ifindex: u32, name: &str) {
         if self.ownership(ifindex) == Ownership::Owned || !self.config.interfaces.contains_key(name)
         {
             return;

@@ -25,7 +25,10 @@ use super::{
         PROTOCOL_VERSION, Reply, Request, Response, read_frame, write_frame,
     },
 };
-use crate::policy::ClientId;
+use crate::{
+    datapath::netlink::{LinkEvent, LinkMonitor},
+    policy::ClientId,
+};
 
 enum Command {
     Request {
@@ -40,6 +43,8 @@ enum Command {
     },
     /// Re-read the configuration file (SIGHUP).
     Reload,
+    /// Interfaces came, went or changed names.
+    Links(Vec<LinkEvent>),
     /// Run the shut-down sequence and stop.
     Shutdown { done: oneshot::Sender<()> },
 }
@@ -103,12 +108,36 @@ const fn changes_state(request: &Request) -> bool {
     )
 }
 
-/// Bind the socket: refuse if another daemon answers there, replace a stale file, and make
-/// it accessible to root (and the configured group) only from the first instant.
-pub(super) fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, DaemonError> {
+/// The signals the daemon handles, installed before anything else.
+pub(super) struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub(super) fn install() -> Result<Self, DaemonError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+            hup: signal(SignalKind::hangup()).map_err(DaemonError::Signal)?,
+        })
+    }
+}
+
+/// Refuse to start if another daemon answers on `path`.
+pub(super) fn check_free(path: &Path) -> Result<(), DaemonError> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(DaemonError::AlreadyRunning(path.to_path_buf()));
     }
+    Ok(())
+}
+
+/// Bind the socket: refuse if another daemon answers there, replace a stale file, and make
+/// it accessible to root (and the configured group) only from the first instant.
+pub(super) fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, DaemonError> {
+    check_free(path)?;
     match std::fs::remove_file(path) {
         Ok(()) => log::info!("removed stale socket {}", path.display()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -137,7 +166,13 @@ pub(super) async fn serve(
     socket_path: PathBuf,
     authority: Authority,
     controller: Controller,
+    signals: Signals,
 ) -> Result<(), DaemonError> {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     let (tx, rx) = mpsc::channel::<Command>(1024);
     let worker = std::thread::Builder::new()
         .name("msfilter-controller".into())
@@ -148,12 +183,14 @@ pub(super) async fn serve(
         socket_path.display()
     );
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(DaemonError::Signal)?;
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(DaemonError::Signal)?;
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(DaemonError::Signal)?;
+    let monitor = LinkMonitor::new().map_err(DaemonError::Links)?;
+    // SAFETY: the monitor owns its socket for as long as the AsyncFd holds the monitor, and
+    // its raw descriptor never changes.
+    let monitor = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(monitor, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| DaemonError::Links(e.into()))?;
+    tokio::spawn(watch_links(monitor, tx.clone()));
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     loop {
         tokio::select! {
@@ -183,6 +220,31 @@ pub(super) async fn serve(
     Ok(())
 }
 
+/// Forward interface events to the controller.
+async fn watch_links(
+    mut monitor: tokio::io::unix::AsyncFd<LinkMonitor>,
+    tx: mpsc::Sender<Command>,
+) {
+    loop {
+        let Ok(mut guard) = monitor.readable_mut().await else {
+            log::error!("interface events: the netlink socket failed; no longer watching");
+            return;
+        };
+        match guard.get_inner_mut().read_events() {
+            Ok(events) => {
+                guard.clear_ready();
+                if !events.is_empty() && tx.send(Command::Links(events)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                guard.clear_ready();
+                log::error!("reading interface events: {e}");
+            }
+        }
+    }
+}
+
 fn run_controller(mut controller: Controller, mut rx: mpsc::Receiver<Command>) {
     while let Some(command) = rx.blocking_recv() {
         match command {
@@ -196,6 +258,11 @@ fn run_controller(mut controller: Controller, mut rx: mpsc::Receiver<Command>) {
                 let _ = reply.send(outcome);
             }
             Command::Disconnected { conn, client } => controller.disconnected(conn, client),
+            Command::Links(events) => {
+                for event in events {
+                    controller.link_event(event);
+                }
+            }
             Command::Reload => {
                 if let Err(e) = controller.reload() {
                     log::error!("reload refused: {}", e.message);
