@@ -76,6 +76,20 @@ fn sentence(e: &SockoptError, r: &Refused<'_>) -> String {
             "the kernel refused another membership on {iface} (see {})",
             Limit::IgmpMaxMemberships.key()
         ),
+        (libc::ENOBUFS, Op::SetFilter { sources, .. })
+            if Limit::OptmemMax.read().is_ok_and(|max| {
+                crate::sockopt::filter_option_size(sources.len()) > max as usize
+            }) =>
+        {
+            format!(
+                "a filter of {} sources needs a {}-byte option buffer, more than the kernel \
+                 allows ({} = {}); start the daemon with --max-sources-per-socket N to raise it",
+                sources.len(),
+                crate::sockopt::filter_option_size(sources.len()),
+                Limit::OptmemMax.key(),
+                Limit::OptmemMax.read().unwrap_or(0)
+            )
+        }
         (libc::ENOBUFS, _) => {
             let limit = Limit::max_sources(Family::of(*group));
             let value = limit

@@ -125,11 +125,17 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     .await
 }
 
-/// Raise the kernel's per-socket source limits to at least `n`. `net.ipv6.mld_max_msf` is
-/// global and only visible from the initial network namespace: elsewhere it is left as it
-/// is, with a warning.
+/// Raise the kernel's limits so a socket can hold `n` sources: the per-socket source limits,
+/// and the option buffer size a full-state filter of `n` sources needs.
+/// `net.ipv6.mld_max_msf` is global and only visible from the initial network namespace:
+/// elsewhere it is left as it is, with a warning.
 fn raise_source_limits(n: u32) -> Result<(), DaemonError> {
-    for limit in [Limit::IgmpMaxMsf, Limit::MldMaxMsf] {
+    let buffer = u32::try_from(crate::sockopt::filter_option_size(n as usize)).unwrap_or(u32::MAX);
+    for (limit, n) in [
+        (Limit::IgmpMaxMsf, n),
+        (Limit::MldMaxMsf, n),
+        (Limit::OptmemMax, buffer),
+    ] {
         let current = match limit.read() {
             Ok(v) => v,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -8,6 +8,9 @@
 //!   one more gives `ENOBUFS`. Large source lists need it raised.
 //! * `net.ipv4.igmp_max_memberships` (default 20, per namespace): IPv4 groups per socket.
 //!   msfilter holds one socket per (client, interface, group), so it never reaches it.
+//! * `net.core.optmem_max` (default 131072 bytes, per namespace): the largest socket option
+//!   buffer. A full-state filter (`MCAST_MSFILTER`) carries a 128-byte `sockaddr_storage` per
+//!   source, so about 1,000 sources fill it; more gives `ENOBUFS` whatever the source limit.
 //! * `net.ipv6.mld_max_msf` (default 64): sources per IPv6 group and socket. **Global**, not
 //!   per namespace: the kernel registers it in the initial network namespace only, so it
 //!   exists only there (measured on 6.18: `/proc/sys/net/ipv6/mld_max_msf` is absent inside
@@ -32,13 +35,16 @@ pub enum Limit {
     IgmpMaxMemberships,
     /// `net.ipv6.mld_max_msf`
     MldMaxMsf,
+    /// `net.core.optmem_max`
+    OptmemMax,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 3] = [
+    pub const ALL: [Limit; 4] = [
         Limit::IgmpMaxMsf,
         Limit::IgmpMaxMemberships,
         Limit::MldMaxMsf,
+        Limit::OptmemMax,
     ];
 
     /// The sysctl key, e.g. `net.ipv4.igmp_max_msf`.
@@ -47,6 +53,7 @@ impl Limit {
             Limit::IgmpMaxMsf => "net.ipv4.igmp_max_msf",
             Limit::IgmpMaxMemberships => "net.ipv4.igmp_max_memberships",
             Limit::MldMaxMsf => "net.ipv6.mld_max_msf",
+            Limit::OptmemMax => "net.core.optmem_max",
         }
     }
 
@@ -56,6 +63,7 @@ impl Limit {
             Limit::IgmpMaxMsf => "/proc/sys/net/ipv4/igmp_max_msf",
             Limit::IgmpMaxMemberships => "/proc/sys/net/ipv4/igmp_max_memberships",
             Limit::MldMaxMsf => "/proc/sys/net/ipv6/mld_max_msf",
+            Limit::OptmemMax => "/proc/sys/net/core/optmem_max",
         }
     }
 
@@ -65,6 +73,7 @@ impl Limit {
             Limit::IgmpMaxMsf => 10,
             Limit::IgmpMaxMemberships => 20,
             Limit::MldMaxMsf => 64,
+            Limit::OptmemMax => 131_072,
         }
     }
 

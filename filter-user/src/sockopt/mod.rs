@@ -182,6 +182,13 @@ impl ApplyError {
     }
 }
 
+/// Bytes of the option buffer that sets a full-state filter of `sources` sources
+/// (`MCAST_MSFILTER`'s `struct group_filter`); the kernel refuses buffers larger than
+/// `net.core.optmem_max` with `ENOBUFS`.
+pub const fn filter_option_size(sources: usize) -> usize {
+    ffi::group_filter_size(sources)
+}
+
 /// Sources room of the first `getsockopt(MCAST_MSFILTER)`; it grows when the kernel reports
 /// more.
 const INITIAL_FILTER_CAPACITY: usize = 16;
