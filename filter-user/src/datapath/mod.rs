@@ -213,10 +213,9 @@ impl Datapath {
         }
 
         let mut take = |name: &'static str| -> Result<MapData> {
-            let map = ebpf.take_map(name).ok_or(DatapathError::MissingInObject {
-                kind: "map",
-                name,
-            })?;
+            let map = ebpf
+                .take_map(name)
+                .ok_or(DatapathError::MissingInObject { kind: "map", name })?;
             Ok(match map {
                 aya::maps::Map::HashMap(d)
                 | aya::maps::Map::PerCpuHashMap(d)
