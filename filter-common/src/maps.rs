@@ -172,6 +172,24 @@ impl SourceKey {
 /// normally stays on one receive queue, so the cache line rarely moves.
 pub type SourceValue = Counter;
 
+/// Offsets the XDP program relies on when it writes keys as 32-bit words (every address
+/// field is 4-byte aligned; the generation byte and its three reserved bytes form one word).
+pub mod word_offsets {
+    use core::mem::offset_of;
+
+    use super::{GroupKey, SourceKey};
+
+    pub const GROUP_KEY_GROUP: usize = offset_of!(GroupKey, group);
+    pub const SOURCE_KEY_GENERATION: usize = offset_of!(SourceKey, generation);
+    pub const SOURCE_KEY_GROUP: usize = offset_of!(SourceKey, group);
+    pub const SOURCE_KEY_SOURCE: usize = offset_of!(SourceKey, source);
+
+    const _: () = assert!(GROUP_KEY_GROUP == 4 && size_of::<GroupKey>() == 20);
+    const _: () = assert!(SOURCE_KEY_GENERATION == 4 && offset_of!(SourceKey, reserved) == 5);
+    const _: () = assert!(SOURCE_KEY_GROUP == 8 && SOURCE_KEY_SOURCE == 24);
+    const _: () = assert!(size_of::<SourceKey>() == 40);
+}
+
 /// IPv4 address as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
 #[inline(always)]
 pub const fn ipv4_mapped(a: [u8; 4]) -> Addr {

@@ -13,11 +13,12 @@
 )]
 
 mod counters;
+mod keys;
 mod maps;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use filter_common::{GroupKey, SourceKey, Verdict, verdict::decide};
+use filter_common::{Verdict, verdict::decide};
 
 use crate::parse::{Error, Frame};
 
@@ -40,7 +41,7 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
     let len = parse::frame_len(ctx);
     let ifindex = ctx.ingress_ifindex() as u32;
 
-    let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(GroupKey::new(ifindex, group)) else {
+    let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, &group)) else {
         let reason = filter_common::Reason::Unmanaged;
         counters::count_reason(reason, len);
         return Ok(reason.verdict());
@@ -50,7 +51,7 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
     let group_value = unsafe { &mut *group_value };
     let state = group_value.state;
 
-    let source_key = SourceKey::new(ifindex, state.generation(), group, source);
+    let source_key = keys::source_key(ifindex, state.generation(), &group, &source);
     let listed = match maps::MSF_SOURCES.get_ptr_mut(source_key) {
         Some(source_value) => {
             counters::count_shared(source_value, len);

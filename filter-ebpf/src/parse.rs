@@ -9,7 +9,7 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 use filter_common::{
-    Addr, Reason,
+    Reason,
     headers::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_ICMPV6, IPPROTO_PIM,
         IPV4_MIN_HLEN, IPV6_EXT_MIN, IPV6_FRAG_HLEN, IPV6_HLEN, VLAN_HLEN, ipv6_ext_len,
@@ -17,8 +17,9 @@ use filter_common::{
         is_mld, is_vlan,
     },
     limits::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS},
-    maps::ipv4_mapped,
 };
+
+use crate::keys::{self, Words};
 
 /// Why a frame is passed without being judged by the policy.
 #[derive(Clone, Copy)]
@@ -49,8 +50,8 @@ impl Error {
 
 /// A multicast datagram subject to the filter.
 pub(crate) struct Frame {
-    pub(crate) group: Addr,
-    pub(crate) source: Addr,
+    pub(crate) group: Words,
+    pub(crate) source: Words,
 }
 
 /// Offsets never exceed this (a linear XDP buffer is at most a page); the explicit bound
@@ -170,8 +171,8 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Frame, Error> {
         return Err(Error::Control);
     }
     Ok(Frame {
-        group: ipv4_mapped([h[16], h[17], h[18], h[19]]),
-        source: ipv4_mapped([h[12], h[13], h[14], h[15]]),
+        group: keys::ipv4_mapped([h[16], h[17], h[18], h[19]]),
+        source: keys::ipv4_mapped([h[12], h[13], h[14], h[15]]),
     })
 }
 
@@ -233,5 +234,8 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Frame, Error> {
             return Err(Error::Control);
         }
     }
-    Ok(Frame { group, source })
+    Ok(Frame {
+        group: keys::ipv6(group),
+        source: keys::ipv6(source),
+    })
 }

@@ -1,0 +1,55 @@
+//! Map keys built from 32-bit words. Addresses travel as four native-endian words holding
+//! the network-order bytes, and keys are written whole: byte-wise construction makes LLVM
+//! spill every address byte to its own stack slot and call `memset` for the reserved bytes.
+//! `filter_common::maps::word_offsets` pins the layouts this relies on.
+
+use filter_common::{GroupKey, SourceKey};
+
+#[cfg(target_endian = "big")]
+compile_error!("the generation word below assumes little-endian (bpfel)");
+
+/// An address as words: IPv6 as is, IPv4 as IPv4-mapped (`::ffff:a.b.c.d`).
+pub(crate) type Words = [u32; 4];
+
+#[inline(always)]
+pub(crate) const fn ipv4_mapped(a: [u8; 4]) -> Words {
+    [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), u32::from_ne_bytes(a)]
+}
+
+#[inline(always)]
+pub(crate) const fn ipv6(a: [u8; 16]) -> Words {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+#[inline(always)]
+pub(crate) const fn group_key(ifindex: u32, g: &Words) -> GroupKey {
+    let words: [u32; 5] = [ifindex, g[0], g[1], g[2], g[3]];
+    // SAFETY: GroupKey is 20 bytes of plain data, 4-byte aligned, like [u32; 5]: ifindex, then
+    // the group's 16 bytes.
+    unsafe { core::mem::transmute::<[u32; 5], GroupKey>(words) }
+}
+
+#[inline(always)]
+pub(crate) const fn source_key(ifindex: u32, generation: u8, g: &Words, s: &Words) -> SourceKey {
+    let words: [u32; 10] = [
+        ifindex,
+        // The generation byte and its three zero reserved bytes, little-endian.
+        generation as u32,
+        g[0],
+        g[1],
+        g[2],
+        g[3],
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+    ];
+    // SAFETY: SourceKey is 40 bytes of plain data, 4-byte aligned, like [u32; 10]: ifindex,
+    // generation and reserved bytes, group, source.
+    unsafe { core::mem::transmute::<[u32; 10], SourceKey>(words) }
+}
