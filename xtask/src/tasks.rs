@@ -41,9 +41,9 @@ pub fn test(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Runs one of the test bed's binaries (msfilter-demo, msfilter-bench), optimised. They
-/// drive the `msfilter` binary, so that is built (optimised too) first.
-pub fn run_bin(root: &Path, bin: &str, args: &[String]) -> Result<()> {
+/// Runs the demo or the benchmark binary of `package`, optimised. They drive the `msfilter`
+/// binary, so that is built (optimised too) first.
+pub fn run_bin(root: &Path, package: &str, bin: &str, args: &[String]) -> Result<()> {
     setup::run(root)?;
     cmd::run(
         bin,
@@ -63,13 +63,40 @@ pub fn run_bin(root: &Path, bin: &str, args: &[String]) -> Result<()> {
                 "run",
                 "--release",
                 "-p",
-                "msfilter-tests",
+                package,
                 "--bin",
                 bin,
                 "--",
             ])
             .args(args),
     )
+}
+
+/// The benchmark compares msfilter with nftables: install it (Debian's package) if `nft` is
+/// missing.
+pub fn ensure_nftables() -> Result<()> {
+    const TAG: &str = "bench";
+    if cmd::output(Command::new("nft").arg("--version")).is_ok() {
+        say(TAG, "nftables: present");
+        return Ok(());
+    }
+    say(TAG, "nftables: missing, installing it with apt-get");
+    cmd::run(
+        TAG,
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "nftables"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .or_else(|_| {
+        cmd::run(TAG, Command::new("apt-get").arg("update"))?;
+        cmd::run(
+            TAG,
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "nftables"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    })
+    .context("installing nftables failed: install it by hand (the `nft` command) and run again")
 }
 
 /// Formatting, clippy on the workspace, and clippy on the XDP program for the BPF target.

@@ -707,6 +707,10 @@ impl Controller {
             })
             .collect();
         let (all, dropped) = counters.totals();
+        let (g, s, r) = self
+            .datapath
+            .map_memory()
+            .map_err(|e| datapath_error(&e))?;
         Ok(Reply::Stats(StatsView {
             reasons,
             passed: CounterView {
@@ -726,6 +730,7 @@ impl Controller {
                     mode: a.mode.to_string(),
                 })
                 .collect(),
+            map_memory: g + s + r,
         }))
     }
 }

@@ -232,6 +232,8 @@ pub struct StatsView {
     pub groups: u32,
     pub source_entries: u64,
     pub attachments: Vec<AttachmentView>,
+    /// Kernel memory of the maps, as the kernel reports it (bytes).
+    pub map_memory: u64,
 }
 
 /// Who runs XDP on an interface.

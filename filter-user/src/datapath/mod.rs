@@ -134,6 +134,14 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
 }
 
+/// The program's size in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramSize {
+    pub verified_instructions: Option<u32>,
+    pub translated_bytes: Option<u32>,
+    pub jited_bytes: u32,
+}
+
 /// A group's filter on one interface: the mode and the listed sources.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GroupFilter {
@@ -305,6 +313,20 @@ impl Datapath {
             }
             let _ = std::fs::remove_dir(&dir);
         }
+    }
+
+    /// The program's size as the kernel holds it: what the verifier processed, and the
+    /// translated and JIT-compiled sizes.
+    pub fn program_size(&self) -> Result<ProgramSize> {
+        let info = self
+            .program()?
+            .info()
+            .map_err(|e| DatapathError::LoadProgram(Box::new(e)))?;
+        Ok(ProgramSize {
+            verified_instructions: info.verified_instruction_count(),
+            translated_bytes: info.size_translated(),
+            jited_bytes: info.size_jitted(),
+        })
     }
 
     /// The pin directory, if any.

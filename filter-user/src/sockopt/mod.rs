@@ -252,6 +252,17 @@ impl MembershipSocket {
         })
     }
 
+    /// Apply membership requests to a socket of the caller's own (an application's bound
+    /// UDP socket, whose per-socket filter then decides what it receives). Unlike
+    /// [`MembershipSocket::open`], nothing about the socket is changed.
+    pub fn from_socket(fd: OwnedFd, family: Family, ifindex: u32) -> Self {
+        Self {
+            fd,
+            family,
+            ifindex,
+        }
+    }
+
     pub fn family(&self) -> Family {
         self.family
     }

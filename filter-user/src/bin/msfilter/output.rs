@@ -242,8 +242,11 @@ pub(crate) fn stats(stats: &StatsView, json: bool) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "{} clients, {} groups, {} source entries",
-        stats.clients, stats.groups, stats.source_entries
+        "{} clients, {} groups, {} source entries, maps use {:.1} MiB of kernel memory",
+        stats.clients,
+        stats.groups,
+        stats.source_entries,
+        stats.map_memory as f64 / (1024.0 * 1024.0)
     )?;
     for a in &stats.attachments {
         writeln!(

@@ -1,0 +1,143 @@
+//! `cargo xtask bench`: what msfilter costs, measured against the alternatives in one run.
+//!
+//! 1. Program cost (`program_cost`): BPF_PROG_TEST_RUN, ns per frame, random keys, at
+//!    several map sizes: the XDP_DROP floor, a bare hash lookup, msfilter's drop and pass
+//!    paths; IPv4, IPv6 and VLAN-tagged IPv4.
+//! 2. Live path (`live`): frames through a veth pair on one CPU: the floor, msfilter,
+//!    nftables, the kernel's socket filter, and plain delivery; IPv4 and IPv6.
+//! 3. Control plane (`control`): the daemon's API under load, and memory at 1M pairs.
+//!
+//! Figures are reported as measured, with the targets met or missed; outputs go to
+//! `target/bench/` (Markdown, JSON, SVG).
+
+mod control;
+mod frames;
+mod live;
+mod program_cost;
+mod reference;
+mod report;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    about = "Measure msfilter against the XDP floor, nftables and the kernel's socket filter"
+)]
+struct Args {
+    /// A short run: fewer frames and requests (same phases and sizes).
+    #[arg(long)]
+    quick: bool,
+    /// Where the report goes.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Random seed for the program-cost keys.
+    #[arg(long, default_value_t = 0x6d73_6669)]
+    seed: u64,
+    /// Run only these phases (the report then holds only them).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Phase>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    Cost,
+    Live,
+    Control,
+}
+
+/// The median of a few measurements.
+pub(crate) fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the benchmark needs root (BPF, network namespaces); run `cargo xtask bench` as root"
+        );
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let command = if args.quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
+    eprintln!("msfilter benchmark ({command})");
+
+    let wanted = |p: Phase| args.only.is_empty() || args.only.contains(&p);
+    eprintln!("program cost…");
+    let costs = if !wanted(Phase::Cost) {
+        Vec::new()
+    } else {
+        program_cost::run(&program_cost::Settings {
+            sizes: vec![1_000, 100_000, 1_048_576],
+            frames: if args.quick { 4_000 } else { 20_000 },
+            rounds: 3,
+            seed: args.seed,
+        })?
+    };
+    eprintln!("live path…");
+    let lives = if !wanted(Phase::Live) {
+        Vec::new()
+    } else {
+        live::run(&live::Settings {
+            frames: if args.quick { 500_000 } else { 2_000_000 },
+            rounds: if args.quick { 3 } else { 5 },
+            cpu: cpus - 1,
+        })?
+    };
+    eprintln!("control plane…");
+    let control = if !wanted(Phase::Control) {
+        None
+    } else {
+        Some(control::run(&control::Settings { requests: 10_000 })?)
+    };
+
+    let program = {
+        let dp = msfilter::datapath::Datapath::load(&Default::default())?;
+        let size = dp.program_size()?;
+        report::ProgramInfo {
+            verified_instructions: size.verified_instructions,
+            translated_bytes: size.translated_bytes,
+            jited_bytes: size.jited_bytes,
+        }
+    };
+    let targets = report::targets(&costs, &lives, control.as_ref());
+    let report = report::Report {
+        machine: report::Machine {
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")?
+                .trim()
+                .to_string(),
+            cpus,
+            cpu_model: std::fs::read_to_string("/proc/cpuinfo")?
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+                .unwrap_or_default(),
+            command: command.to_string(),
+        },
+        program,
+        program_cost: costs,
+        live: lives,
+        control,
+        targets,
+    };
+    report::write(&args.out, &report).context("writing the report")?;
+    println!("{}", report::markdown(&report));
+    println!(
+        "written: {}/bench.md, bench.json, ns-per-frame.svg",
+        args.out.display()
+    );
+    Ok(())
+}
