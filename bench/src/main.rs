@@ -36,6 +36,10 @@ struct Args {
     /// Random seed for the program-cost keys.
     #[arg(long, default_value_t = 0x6d73_6669)]
     seed: u64,
+    /// Also replace the benchmark section of this README (between its `bench:start` and
+    /// `bench:end` markers) with the report.
+    #[arg(long, value_name = "README")]
+    update_readme: Option<PathBuf>,
     /// Run only these phases (the report then holds only them).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Phase>,
@@ -139,5 +143,23 @@ fn main() -> Result<()> {
         "written: {}/bench.md, bench.json, ns-per-frame.svg",
         args.out.display()
     );
+    if let Some(readme) = &args.update_readme {
+        update_readme(readme, &report::markdown(&report))?;
+        println!("updated the benchmark section of {}", readme.display());
+    }
+    Ok(())
+}
+
+/// Replace what lies between the README's `<!-- bench:start -->` and `<!-- bench:end -->`.
+fn update_readme(path: &std::path::Path, table: &str) -> Result<()> {
+    const START: &str = "<!-- bench:start -->";
+    const END: &str = "<!-- bench:end -->";
+    let text = std::fs::read_to_string(path)?;
+    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
+        bail!("{} has no {START} ... {END} section", path.display());
+    };
+    let body = table.replacen("## msfilter benchmark\n\n", "", 1);
+    let updated = format!("{}{START}\n{body}{}", &text[..a], &text[b..]);
+    std::fs::write(path, updated)?;
     Ok(())
 }
