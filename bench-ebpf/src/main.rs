@@ -22,8 +22,7 @@ static BENCH_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Sized at load time to the benchmark's pair count.
 #[map]
-static BENCH_LOOKUP: HashMap<SourceKey, Counter> =
-    HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+static BENCH_LOOKUP: HashMap<SourceKey, Counter> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
 #[inline(always)]
 fn count() {
@@ -66,7 +65,12 @@ fn try_lookup(ctx: &XdpContext) -> Option<bool> {
         return None;
     }
     // SAFETY: the 34 bytes were checked above.
-    let (src, dst) = unsafe { (*((start + 26) as *const [u8; 4]), *((start + 30) as *const [u8; 4])) };
+    let (src, dst) = unsafe {
+        (
+            *((start + 26) as *const [u8; 4]),
+            *((start + 30) as *const [u8; 4]),
+        )
+    };
     let key = SourceKey::new(
         ctx.ingress_ifindex() as u32,
         0,

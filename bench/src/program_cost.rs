@@ -68,7 +68,11 @@ fn source(shape: Shape, i: u32, listed: bool) -> Addr {
 
 /// `pairs` split into groups of this many sources.
 const fn per_group(pairs: u32) -> u32 {
-    if pairs % 1024 == 0 { 1024 } else { 1000 }
+    if pairs.is_multiple_of(1024) {
+        1024
+    } else {
+        1000
+    }
 }
 
 pub struct Settings {

@@ -13,7 +13,12 @@ pub(crate) type Words = [u32; 4];
 
 #[inline(always)]
 pub(crate) const fn ipv4_mapped(a: [u8; 4]) -> Words {
-    [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), u32::from_ne_bytes(a)]
+    [
+        0,
+        0,
+        u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+        u32::from_ne_bytes(a),
+    ]
 }
 
 #[inline(always)]

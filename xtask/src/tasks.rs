@@ -59,15 +59,7 @@ pub fn run_bin(root: &Path, package: &str, bin: &str, args: &[String]) -> Result
     cmd::run(
         bin,
         cargo(root)
-            .args([
-                "run",
-                "--release",
-                "-p",
-                package,
-                "--bin",
-                bin,
-                "--",
-            ])
+            .args(["run", "--release", "-p", package, "--bin", bin, "--"])
             .args(args),
     )
 }
@@ -116,7 +108,7 @@ pub fn lint(root: &Path) -> Result<()> {
             ),
         ),
         (
-            "clippy on the XDP program",
+            "clippy on the XDP programs",
             nightly_clippy().and_then(|()| {
                 cmd::run(
                     LINT,
@@ -125,6 +117,8 @@ pub fn lint(root: &Path) -> Result<()> {
                         "clippy",
                         "-p",
                         "filter-ebpf",
+                        "-p",
+                        "bench-ebpf",
                         "--target",
                         "bpfel-unknown-none",
                         "-Z",

@@ -707,10 +707,7 @@ impl Controller {
             })
             .collect();
         let (all, dropped) = counters.totals();
-        let (g, s, r) = self
-            .datapath
-            .map_memory()
-            .map_err(|e| datapath_error(&e))?;
+        let (g, s, r) = self.datapath.map_memory().map_err(|e| datapath_error(&e))?;
         Ok(Reply::Stats(StatsView {
             reasons,
             passed: CounterView {
