@@ -234,6 +234,12 @@ impl Daemon {
         out.stdout
     }
 
+    /// Run the CLI, require success, and parse its JSON output.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli_ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("msfilter {args:?}: {e}: {out}"))
+    }
+
     /// Send SIGTERM and wait for the process; returns its exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;

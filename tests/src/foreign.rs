@@ -18,7 +18,7 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use msfilter::datapath::AttachMode;
+use msfilter::datapath::{AttachMode, sys::bpf};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -178,25 +178,6 @@ struct InfoAttr {
     info: u64,
 }
 
-/// `bpf(cmd, attr, sizeof attr)`.
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is laid out as the prefix of `union bpf_attr` that `cmd` reads, and the
-    // pointers in it are valid for the lengths given with them.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr).cast::<libc::c_void>(),
-            size_of::<A>() as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 /// A descriptor the kernel just returned.
 fn owned(fd: libc::c_long) -> OwnedFd {
     // SAFETY: a new descriptor from the kernel; nothing else owns it.
@@ -225,7 +206,9 @@ fn load(name: &str) -> io::Result<OwnedFd> {
         prog_name,
         ..ProgLoadAttr::default()
     };
-    bpf(BPF_PROG_LOAD, &mut attr)
+    // SAFETY: a program-load attribute pointing at `PROGRAM`, the license and the name,
+    // all alive for the call.
+    unsafe { bpf(BPF_PROG_LOAD, &mut attr) }
         .map(owned)
         .map_err(|e| io::Error::new(e.kind(), format!("BPF_PROG_LOAD of {name}: {e}")))
 }
@@ -238,7 +221,8 @@ fn object_id(fd: &OwnedFd, what: &str) -> io::Result<u32> {
         info_len: size_of::<[u32; 2]>() as u32,
         info: info.as_mut_ptr() as u64,
     };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)
+    // SAFETY: an info attribute pointing at `info`, whose length it gives.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }
         .map_err(|e| io::Error::new(e.kind(), format!("BPF_OBJ_GET_INFO_BY_FD ({what}): {e}")))?;
     Ok(info[1])
 }
@@ -258,12 +242,15 @@ fn link_create(program: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedF
         attach_type: BPF_XDP,
         flags,
     };
-    bpf(BPF_LINK_CREATE, &mut attr).map(owned).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("BPF_LINK_CREATE (XDP) on interface {ifindex}: {e}"),
-        )
-    })
+    // SAFETY: a link-create attribute with live program descriptor, no pointers.
+    unsafe { bpf(BPF_LINK_CREATE, &mut attr) }
+        .map(owned)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("BPF_LINK_CREATE (XDP) on interface {ifindex}: {e}"),
+            )
+        })
 }
 
 /// A NETLINK_ROUTE socket in the calling thread's namespace.

@@ -2,10 +2,12 @@
 //!
 //! * [`netns`]: network namespaces and veth pairs that clean up after themselves.
 //! * [`traffic`]: real multicast senders and receiving applications.
-//! * [`capture`]: IGMPv3/MLDv2 reports captured from an interface.
+//! * [`scene`]: sources, a daemon and a listening application, ready to use.
 //! * [`daemon`]: a real `msfilter daemon` process in a namespace, and the CLI against it.
+//! * [`capture`]: IGMPv3/MLDv2 reports captured from an interface.
 //! * [`foreign`]: an XDP program msfilter did not load, attached through a link or netlink.
 //! * [`kernel`]: the kernel's own view of multicast filters (`/proc/net/mcfilter*`).
+//! * [`sequences`]: scripted membership sequences with the kernel's measured outcomes.
 //! * [`packet`]: frames built field by field, for verdict tests.
 //! * [`rng`]: a seeded generator, so generated tests are reproducible.
 //! * [`model`]: the reference model consulting exactly what the maps hold.
@@ -17,5 +19,6 @@ pub mod model;
 pub mod netns;
 pub mod packet;
 pub mod rng;
+pub mod scene;
 pub mod sequences;
 pub mod traffic;

@@ -2,63 +2,36 @@
 //! source that one client still wants is never dropped at XDP, and a client's share
 //! disappears with it (disconnect or deregister), exactly once.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use msfilter::client::Client;
 use serde_json::Value;
-use testbed::{
-    daemon::Daemon,
-    kernel::source_filters,
-    netns::Link,
-    traffic::{Receiver, Sender},
-};
+use testbed::{kernel::source_filters, scene::Scene};
 use tokio::runtime::Runtime;
 
 const PER_SOURCE: u64 = 20;
 
 struct World {
     rt: Runtime,
-    link: Link,
-    daemon: Daemon,
-    group: IpAddr,
-    sources: Vec<IpAddr>,
-    senders: Vec<Sender>,
-    app: Receiver,
+    scene: Scene,
 }
 
 impl World {
     fn new(tag: &str, group: &str, sources: &[&str], prefix: &str) -> Self {
-        let addrs: Vec<String> = sources.iter().map(|s| format!("{s}/{prefix}")).collect();
-        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-        let link = Link::new(tag, &addrs).unwrap();
-        let daemon = Daemon::start(&link.receiver, &[]).unwrap();
-        let group: IpAddr = group.parse().unwrap();
-        let sources: Vec<IpAddr> = sources.iter().map(|s| s.parse().unwrap()).collect();
-        let tx = link.sender.ifindex(&link.tx).unwrap();
-        let senders = sources
-            .iter()
-            .map(|s| Sender::new(&link.sender, *s, group, tx, 32))
-            .collect();
-        let app = Receiver::passive(&link.receiver, group);
         Self {
             rt: Runtime::new().unwrap(),
-            link,
-            daemon,
-            group,
-            sources,
-            senders,
-            app,
+            scene: Scene::new(tag, group, sources, prefix, &[]),
         }
     }
 
     fn client(&self, name: &str) -> Client {
         self.rt
-            .block_on(Client::register(self.daemon.socket(), name))
+            .block_on(Client::register(self.scene.daemon.socket(), name))
             .unwrap()
     }
 
     fn stats(&self) -> Value {
-        serde_json::from_str(&self.daemon.cli_ok(&["stats", "-j"])).unwrap()
+        self.scene.daemon.cli_json(&["stats", "-j"])
     }
 
     /// Send from every source; the application must hear exactly `heard` (source indexes),
@@ -66,20 +39,15 @@ impl World {
     /// `members` clients.
     fn check(&mut self, when: &str, heard: &[usize], members: u64) {
         self.wait_members(when, members);
-        let before = self.stats()["dropped"]["packets"].as_u64().unwrap();
-        for _ in 0..PER_SOURCE {
-            for s in &mut self.senders {
-                s.send().unwrap();
-            }
-        }
-        let got = self.app.take_when_quiet(Duration::from_millis(250));
-        let want: BTreeMap<IpAddr, u64> = heard
-            .iter()
-            .map(|&i| (self.sources[i], PER_SOURCE))
-            .collect();
-        assert_eq!(got, want, "{when}: the application heard the wrong sources");
-        let dropped = self.stats()["dropped"]["packets"].as_u64().unwrap() - before;
-        let not_heard = (self.sources.len() - heard.len()) as u64;
+        let before = self.scene.dropped();
+        let got = self.scene.send_and_listen(PER_SOURCE);
+        assert_eq!(
+            got,
+            self.scene.expect(heard, PER_SOURCE),
+            "{when}: the application heard the wrong sources"
+        );
+        let dropped = self.scene.dropped() - before;
+        let not_heard = (self.scene.sources.len() - heard.len()) as u64;
         let expect_drops = if members > 0 {
             PER_SOURCE * not_heard
         } else {
@@ -90,7 +58,7 @@ impl World {
 
     /// Members of the enforced filter (0 when the group is not managed).
     fn members(&self) -> u64 {
-        let list: Value = serde_json::from_str(&self.daemon.cli_ok(&["list", "-j"])).unwrap();
+        let list = self.scene.daemon.cli_json(&["list", "-j"]);
         list.as_array()
             .unwrap()
             .first()
@@ -111,7 +79,7 @@ impl World {
     }
 
     fn s(&self, i: usize) -> IpAddr {
-        self.sources[i]
+        self.scene.sources[i]
     }
 }
 
@@ -123,8 +91,8 @@ fn two_and_three_clients_merge_and_shares_disappear() {
         &["10.99.0.21", "10.99.0.22", "10.99.0.23"],
         "24",
     );
-    let rx = w.link.rx.clone();
-    let g = w.group;
+    let rx = w.scene.link.rx.clone();
+    let g = w.scene.group;
 
     // A: any-source, blocks S0 and S1.
     let mut a = w.client("a");
@@ -149,7 +117,7 @@ fn two_and_three_clients_merge_and_shares_disappear() {
     w.rt.block_on(c.set_filter(&rx, g, filter_common::Mode::Exclude, vec![w.s(0), w.s(2)]))
         .unwrap();
     w.check("C excludes S0, S2", &[1, 2], 3);
-    let rows = source_filters(&w.link.receiver, &rx, g);
+    let rows = source_filters(&w.scene.link.receiver, &rx, g);
     assert!(
         rows.contains(&(w.s(0), 0, 2)),
         "the kernel counts two sockets excluding S0: {rows:?}"
@@ -162,7 +130,7 @@ fn two_and_three_clients_merge_and_shares_disappear() {
     // C deregisters: A alone, EXCLUDE {S0, S1}.
     assert_eq!(w.rt.block_on(c.deregister()).unwrap(), 1);
     w.check("C gone", &[2], 1);
-    let rows = source_filters(&w.link.receiver, &rx, g);
+    let rows = source_filters(&w.scene.link.receiver, &rx, g);
     assert_eq!(
         rows,
         [(w.s(0), 0, 1), (w.s(1), 0, 1)].into_iter().collect(),
@@ -172,29 +140,28 @@ fn two_and_three_clients_merge_and_shares_disappear() {
     // A gone: nobody is a member, nothing is delivered, XDP no longer manages the group.
     drop(a);
     w.check("A gone", &[], 0);
-    assert!(source_filters(&w.link.receiver, &rx, g).is_empty());
+    assert!(source_filters(&w.scene.link.receiver, &rx, g).is_empty());
     assert_eq!(w.stats()["clients"], 0);
 }
 
 #[test]
 fn cli_memberships_persist_and_session_memberships_do_not() {
     let w = World::new("per", "ff15::77", &["fd99::31"], "64");
-    let rx = w.link.rx.clone();
-    let g = w.group.to_string();
+    let rx = w.scene.link.rx.clone();
+    let g = w.scene.group.to_string();
     // The CLI's persistent client keeps its membership after the command exits.
-    w.daemon.cli_ok(&["join", &rx, &g]);
-    w.daemon.cli_ok(&["block", &rx, &g, "fd99::99"]);
-    let get: Value =
-        serde_json::from_str(&w.daemon.cli_ok(&["filter", "get", &rx, &g, "-j"])).unwrap();
+    w.scene.daemon.cli_ok(&["join", &rx, &g]);
+    w.scene.daemon.cli_ok(&["block", &rx, &g, "fd99::99"]);
+    let get = w.scene.daemon.cli_json(&["filter", "get", &rx, &g, "-j"]);
     assert_eq!(
         get["client_filter"]["sources"],
         serde_json::json!(["fd99::99"])
     );
     // A second persistent client by another name is separate.
     let other = w
+        .scene
         .daemon
-        .cli_ok(&["--client", "ops", "filter", "get", &rx, &g, "-j"]);
-    let other: Value = serde_json::from_str(&other).unwrap();
+        .cli_json(&["--client", "ops", "filter", "get", &rx, &g, "-j"]);
     assert_eq!(other["client_filter"], Value::Null);
 
     // A session client's membership ends with its connection.

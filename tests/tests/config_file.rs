@@ -8,16 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
 use testbed::{
     daemon::Daemon,
     netns::Link,
     traffic::{Receiver, Sender},
 };
-
-fn json(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -42,7 +37,8 @@ sources = ["fd99::1"]
 "#;
 
 fn groups(daemon: &Daemon) -> Vec<(String, String, Vec<String>)> {
-    json(&daemon.cli_ok(&["list", "-j"]))
+    daemon
+        .cli_json(&["list", "-j"])
         .as_array()
         .unwrap()
         .iter()
@@ -99,7 +95,7 @@ fn configuration_is_applied_reloaded_by_difference_and_invalid_files_change_noth
     ];
     assert_eq!(groups(&daemon), configured);
     assert_eq!(
-        json(&daemon.cli_ok(&["owner", "rx0", "-j"]))["owner"],
+        daemon.cli_json(&["owner", "rx0", "-j"])["owner"],
         "msfilter"
     );
 
@@ -174,14 +170,15 @@ fn a_configured_interface_deleted_and_recreated_is_taken_again() {
     let config = dir.path().join("msfilter.toml");
     write(&config, CONFIG);
     let daemon = Daemon::start(&link.receiver, &["--config", config.to_str().unwrap()]).unwrap();
-    let first = json(&daemon.cli_ok(&["owner", "rx0", "-j"]));
+    let first = daemon.cli_json(&["owner", "rx0", "-j"]);
     assert_eq!(first["owner"], "msfilter");
 
     // Deleting rx0 deletes its peer tx0 too.
     link.receiver.ip(&["link", "del", "rx0"]).unwrap();
     wait_until("the daemon released rx0", || {
         daemon.log().contains("interface rx0 (index")
-            && json(&daemon.cli_ok(&["list", "-j"]))
+            && daemon
+                .cli_json(&["list", "-j"])
                 .as_array()
                 .unwrap()
                 .is_empty()
@@ -202,7 +199,7 @@ fn a_configured_interface_deleted_and_recreated_is_taken_again() {
         .ip(&["addr", "add", "10.99.0.2/24", "dev", "rx0"])
         .unwrap();
     wait_until("the daemon took rx0 again", || {
-        let owner = json(&daemon.cli_ok(&["owner", "rx0", "-j"]));
+        let owner = daemon.cli_json(&["owner", "rx0", "-j"]);
         owner["owner"] == "msfilter" && owner["ifindex"] != first["ifindex"]
     });
     wait_until("its configured groups are back", || {
@@ -231,17 +228,14 @@ fn an_unconfigured_interface_deleted_and_recreated_stays_released() {
     daemon.cli_ok(&["join", "rx0", "232.51.0.1"]);
     link.receiver.ip(&["link", "del", "rx0"]).unwrap();
     wait_until("released", || {
-        json(&daemon.cli_ok(&["stats", "-j"]))["attachments"]
+        daemon.cli_json(&["stats", "-j"])["attachments"]
             .as_array()
             .unwrap()
             .is_empty()
     });
     testbed::netns::veth_pair(&link.sender, "tx0", &link.receiver, "rx0").unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        json(&daemon.cli_ok(&["owner", "rx0", "-j"]))["owner"],
-        "none"
-    );
+    assert_eq!(daemon.cli_json(&["owner", "rx0", "-j"])["owner"], "none");
     assert_eq!(daemon.cli_ok(&["list", "-j"]).trim(), "[]");
 }
 

@@ -2,54 +2,18 @@
 //! three sources send datagrams; what the receiving application hears, what XDP dropped,
 //! and what the kernel shows in /proc/net/mcfilter(6) must all agree with the request.
 
-use std::{collections::BTreeSet, net::IpAddr, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use serde_json::Value;
-use testbed::{
-    daemon::Daemon,
-    kernel::source_filters,
-    netns::Link,
-    traffic::{Receiver, Sender},
-};
+use testbed::{kernel::source_filters, scene::Scene};
 
 const PER_SOURCE: u64 = 20;
 
-struct Bench {
-    link: Link,
-    daemon: Daemon,
-    group: IpAddr,
-    sources: [IpAddr; 3],
-    senders: Vec<Sender>,
-    app: Receiver,
-}
+struct Bench(Scene);
 
 impl Bench {
     fn new(tag: &str, group: &str, sources: [&str; 3], prefix: &str) -> Self {
-        let addrs: Vec<String> = sources.iter().map(|s| format!("{s}/{prefix}")).collect();
-        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-        let link = Link::new(tag, &addrs).unwrap();
-        let daemon = Daemon::start(&link.receiver, &[]).unwrap();
-        let group: IpAddr = group.parse().unwrap();
-        let sources = sources.map(|s| s.parse::<IpAddr>().unwrap());
-        let tx = link.sender.ifindex(&link.tx).unwrap();
-        let senders = sources
-            .iter()
-            .map(|s| Sender::new(&link.sender, *s, group, tx, 32))
-            .collect();
-        let app = Receiver::passive(&link.receiver, group);
-        Self {
-            link,
-            daemon,
-            group,
-            sources,
-            senders,
-            app,
-        }
-    }
-
-    fn dropped(&self) -> u64 {
-        let stats: Value = serde_json::from_str(&self.daemon.cli_ok(&["stats", "-j"])).unwrap();
-        stats["dropped"]["packets"].as_u64().unwrap()
+        Self(Scene::new(tag, group, &sources, prefix, &[]))
     }
 
     /// Apply `args`, send from every source, and check who got through, how many XDP
@@ -61,24 +25,17 @@ impl Bench {
         kernel: &[(usize, u32, u32)],
         managed: bool,
     ) {
-        self.daemon.cli_ok(args);
-        let before = self.dropped();
-        for _ in 0..PER_SOURCE {
-            for s in &mut self.senders {
-                s.send().unwrap();
-            }
-        }
-        let got = self.app.take_when_quiet(Duration::from_millis(250));
-        let want: std::collections::BTreeMap<IpAddr, u64> = heard
-            .iter()
-            .map(|&i| (self.sources[i], PER_SOURCE))
-            .collect();
+        let scene = &mut self.0;
+        scene.daemon.cli_ok(args);
+        let before = scene.dropped();
+        let got = scene.send_and_listen(PER_SOURCE);
         assert_eq!(
-            got, want,
+            got,
+            scene.expect(heard, PER_SOURCE),
             "after {args:?}: the application heard the wrong sources"
         );
 
-        let dropped = self.dropped() - before;
+        let dropped = scene.dropped() - before;
         let expected = if managed {
             PER_SOURCE * (3 - heard.len() as u64)
         } else {
@@ -86,18 +43,18 @@ impl Bench {
         };
         assert_eq!(dropped, expected, "after {args:?}: XDP dropped {dropped}");
 
-        let rows = source_filters(&self.link.receiver, &self.link.rx, self.group);
+        let rows = source_filters(&scene.link.receiver, &scene.link.rx, scene.group);
         let want: BTreeSet<(IpAddr, u32, u32)> = kernel
             .iter()
-            .map(|&(i, inc, exc)| (self.sources[i], inc, exc))
+            .map(|&(i, inc, exc)| (scene.sources[i], inc, exc))
             .collect();
         assert_eq!(rows, want, "after {args:?}: /proc/net/mcfilter disagrees");
     }
 
     fn run(&mut self) {
-        let g = self.group.to_string();
-        let s: Vec<String> = self.sources.iter().map(ToString::to_string).collect();
-        let rx = self.link.rx.clone();
+        let g = self.0.group.to_string();
+        let s: Vec<String> = self.0.sources.iter().map(ToString::to_string).collect();
+        let rx = self.0.link.rx.clone();
         let (g, rx) = (g.as_str(), rx.as_str());
         let (s0, s1, s2) = (s[0].as_str(), s[1].as_str(), s[2].as_str());
 
@@ -127,14 +84,14 @@ impl Bench {
 
         // filter get: the client's socket and the interface agree.
         let got: Value =
-            serde_json::from_str(&self.daemon.cli_ok(&["filter", "get", rx, g, "-j"])).unwrap();
+            serde_json::from_str(&self.0.daemon.cli_ok(&["filter", "get", rx, g, "-j"])).unwrap();
         for which in ["client_filter", "interface_filter"] {
             assert_eq!(got[which]["mode"], "exclude", "{got}");
             assert_eq!(got[which]["sources"], serde_json::json!([s2]), "{got}");
         }
 
         // list: one enforced group whose counters add up to everything judged above.
-        let list: Value = serde_json::from_str(&self.daemon.cli_ok(&["list", "-j"])).unwrap();
+        let list: Value = serde_json::from_str(&self.0.daemon.cli_ok(&["list", "-j"])).unwrap();
         let entries = list.as_array().unwrap();
         assert_eq!(entries.len(), 1, "{list}");
         let e = &entries[0];
@@ -149,9 +106,9 @@ impl Bench {
 
         // Leave: nobody is a member, the kernel delivers nothing, XDP stops judging.
         self.step(&["leave", rx, g], &[], &[], false);
-        let list: Value = serde_json::from_str(&self.daemon.cli_ok(&["list", "-j"])).unwrap();
+        let list: Value = serde_json::from_str(&self.0.daemon.cli_ok(&["list", "-j"])).unwrap();
         assert_eq!(list, serde_json::json!([]));
-        let stats: Value = serde_json::from_str(&self.daemon.cli_ok(&["stats", "-j"])).unwrap();
+        let stats: Value = serde_json::from_str(&self.0.daemon.cli_ok(&["stats", "-j"])).unwrap();
         assert_eq!(
             stats["clients"], 0,
             "the CLI client is forgotten once it left everything"

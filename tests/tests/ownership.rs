@@ -14,10 +14,6 @@ use testbed::{
     traffic::{Receiver, Sender},
 };
 
-fn json(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
 #[test]
 fn another_xdp_program_is_refused_by_name_unless_replaced() {
     for (tag, via, mode, mode_name) in [
@@ -32,7 +28,7 @@ fn another_xdp_program_is_refused_by_name_unless_replaced() {
             .unwrap();
         let daemon = Daemon::start(&link.receiver, &[]).unwrap();
 
-        let owner = json(&daemon.cli_ok(&["owner", "rx0", "-j"]));
+        let owner = daemon.cli_json(&["owner", "rx0", "-j"]);
         assert_eq!(owner["owner"], "other", "{owner}");
         assert_eq!(owner["program_id"], foreign.prog_id);
         assert_eq!(owner["program_name"], "foreign_pass");
@@ -69,7 +65,7 @@ fn another_xdp_program_is_refused_by_name_unless_replaced() {
         // --replace takes the interface over.
         let out = daemon.cli_ok(&["attach", "rx0", "--replace"]);
         assert!(out.starts_with("attached to rx0"), "{out}");
-        let owner = json(&daemon.cli_ok(&["owner", "rx0", "-j"]));
+        let owner = daemon.cli_json(&["owner", "rx0", "-j"]);
         assert_eq!(owner["owner"], "msfilter", "{owner}");
         assert_eq!(owner["program_name"], "msfilter");
         assert_eq!(owner["pid"], daemon.pid().unwrap());
@@ -92,19 +88,13 @@ fn detach_deletes_entries_keeps_memberships_and_keep_leaves_the_program() {
     let out = daemon.cli_ok(&["detach", "rx0"]);
     assert_eq!(out.trim(), "released rx0: detached, 3 entries deleted");
     assert_eq!(daemon.cli_ok(&["list", "-j"]).trim(), "[]");
-    assert_eq!(
-        json(&daemon.cli_ok(&["owner", "rx0", "-j"]))["owner"],
-        "none"
-    );
+    assert_eq!(daemon.cli_json(&["owner", "rx0", "-j"])["owner"], "none");
     // The memberships stay with the kernel's own filter.
     let kernel = source_filters(&link.receiver, "rx0", g);
     assert!(kernel.contains(&(blocked, 0, 1)), "{kernel:?}");
     // A released interface is not taken again by a membership request.
     daemon.cli_ok(&["block", "rx0", "232.31.0.1", "10.99.0.5"]);
-    assert_eq!(
-        json(&daemon.cli_ok(&["owner", "rx0", "-j"]))["owner"],
-        "none"
-    );
+    assert_eq!(daemon.cli_json(&["owner", "rx0", "-j"])["owner"], "none");
 
     // attach fills the entries from the policy before the program runs.
     let out = daemon.cli_ok(&["attach", "rx0"]);
@@ -117,18 +107,18 @@ fn detach_deletes_entries_keeps_memberships_and_keep_leaves_the_program() {
         "released rx0; its program keeps enforcing the last policy"
     );
     assert_eq!(
-        json(&daemon.cli_ok(&["owner", "rx0", "-j"]))["owner"],
+        daemon.cli_json(&["owner", "rx0", "-j"])["owner"],
         "msfilter-kept"
     );
     let tx = link.sender.ifindex("tx0").unwrap();
     let mut sender = Sender::new(&link.sender, blocked, g, tx, 32);
     let app = Receiver::passive(&link.receiver, g);
-    let before: Value = json(&daemon.cli_ok(&["stats", "-j"]));
+    let before: Value = daemon.cli_json(&["stats", "-j"]);
     for _ in 0..25 {
         sender.send().unwrap();
     }
     assert!(app.take_when_quiet(Duration::from_millis(200)).is_empty());
-    let after: Value = json(&daemon.cli_ok(&["stats", "-j"]));
+    let after: Value = daemon.cli_json(&["stats", "-j"]);
     let dropped = |v: &Value| v["dropped"]["packets"].as_u64().unwrap();
     assert_eq!(
         dropped(&after) - dropped(&before),
@@ -178,7 +168,7 @@ fn fifty_requests_racing_an_attach_are_applied_exactly_once() {
         assert!(out.ok(), "{out:?}");
     });
 
-    let list = json(&daemon.cli_ok(&["list", "-j"]));
+    let list = daemon.cli_json(&["list", "-j"]);
     let entries = list.as_array().unwrap();
     assert_eq!(entries.len(), 1, "{list}");
     assert_eq!(entries[0]["members"], 50);

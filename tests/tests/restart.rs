@@ -14,7 +14,6 @@ use std::{
 };
 
 use msfilter::datapath::netlink;
-use serde_json::Value;
 use testbed::{
     daemon::Daemon,
     netns::Link,
@@ -24,10 +23,6 @@ use testbed::{
 const ALLOWED: &str = "10.99.0.1";
 const BLOCKED: &str = "10.99.0.3";
 const GROUP: &str = "232.40.0.1";
-
-fn json(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
 
 /// Both sources sending continuously until stopped; returns how many each sent.
 struct Traffic {
@@ -112,7 +107,7 @@ fn setup(tag: &str, args: &[&str]) -> (Link, Daemon, Receiver) {
 }
 
 fn xdp_dropped(daemon: &Daemon) -> u64 {
-    json(&daemon.cli_ok(&["stats", "-j"]))["dropped"]["packets"]
+    daemon.cli_json(&["stats", "-j"])["dropped"]["packets"]
         .as_u64()
         .unwrap()
 }
@@ -153,9 +148,9 @@ fn sigkill_and_restart_under_traffic_never_let_the_blocked_source_through() {
         sent_blocked,
         "XDP dropped every blocked datagram, with or without a daemon"
     );
-    let owner = json(&daemon.cli_ok(&["owner", "rx0", "-j"]));
+    let owner = daemon.cli_json(&["owner", "rx0", "-j"]);
     assert_eq!(owner["adopted"], true, "{owner}");
-    let filter = json(&daemon.cli_ok(&["filter", "get", "rx0", GROUP, "-j"]));
+    let filter = daemon.cli_json(&["filter", "get", "rx0", GROUP, "-j"]);
     assert_eq!(
         filter["client_filter"]["sources"],
         serde_json::json!([BLOCKED])
@@ -172,7 +167,7 @@ fn hitless_program_swap_under_traffic_loses_nothing() {
     let traffic = Traffic::start(&link);
     let mut heard = Heard::default();
     heard.sample(&app, Duration::from_millis(100));
-    let mut programs = vec![json(&daemon.cli_ok(&["owner", "rx0", "-j"]))["program_id"].clone()];
+    let mut programs = vec![daemon.cli_json(&["owner", "rx0", "-j"])["program_id"].clone()];
     for i in 0..6 {
         let out = if i % 2 == 0 {
             daemon.cli_ok(&["attach", "rx0", "--replace"])
@@ -180,7 +175,7 @@ fn hitless_program_swap_under_traffic_loses_nothing() {
             daemon.cli_ok(&["attach", "rx0", "--replace", "--object", &object])
         };
         assert!(out.contains("replaced by"), "{out}");
-        programs.push(json(&daemon.cli_ok(&["owner", "rx0", "-j"]))["program_id"].clone());
+        programs.push(daemon.cli_json(&["owner", "rx0", "-j"])["program_id"].clone());
         heard.sample(&app, Duration::from_millis(50));
     }
     let (sent_allowed, sent_blocked) = traffic.stop();
@@ -208,10 +203,7 @@ fn hitless_program_swap_under_traffic_loses_nothing() {
         programs.len(),
         "every swap ran a new program: {programs:?}"
     );
-    assert_eq!(
-        json(&daemon.cli_ok(&["owner", "rx0", "-j"]))["replaced"],
-        true
-    );
+    assert_eq!(daemon.cli_json(&["owner", "rx0", "-j"])["replaced"], true);
 }
 
 #[test]
@@ -243,7 +235,7 @@ fn sigterm_releases_everything_unless_keep() {
     );
     assert!(daemon.pin_dir().join(format!("link-{rx}")).exists());
     daemon.restart_with(&[]).unwrap();
-    let owner = json(&daemon.cli_ok(&["owner", "rx0", "-j"]));
+    let owner = daemon.cli_json(&["owner", "rx0", "-j"]);
     assert_eq!(owner["adopted"], true, "{owner}");
     let igmp = link.receiver.read_proc("/proc/net/igmp").unwrap();
     assert!(igmp.contains("010028E8"), "membership restored: {igmp}");

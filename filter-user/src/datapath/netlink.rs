@@ -28,6 +28,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use super::sys::bpf;
+
 // <linux/netlink.h>
 const NLMSG_HDRLEN: usize = 16;
 const NLA_HDRLEN: usize = 4;
@@ -314,7 +316,8 @@ fn detach_link(link_id: u32) -> io::Result<()> {
     let mut attr = LinkDetachAttr {
         link_fd: fd.as_raw_fd() as u32,
     };
-    bpf(BPF_LINK_DETACH, &mut attr).map(drop)
+    // SAFETY: a link-detach attribute holding a live link descriptor.
+    unsafe { bpf(BPF_LINK_DETACH, &mut attr) }.map(drop)
 }
 
 /// The XDP link attached to `ifindex` (in any namespace) running `prog_id`.
@@ -350,7 +353,8 @@ fn xdp_links() -> io::Result<Vec<XdpLink>> {
             id,
             ..IdAttr::default()
         };
-        match bpf(BPF_LINK_GET_NEXT_ID, &mut attr) {
+        // SAFETY: an id-iteration attribute, no pointers.
+        match unsafe { bpf(BPF_LINK_GET_NEXT_ID, &mut attr) } {
             Ok(_) => id = attr.next_id,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(links),
             Err(e) => return Err(context("BPF_LINK_GET_NEXT_ID", e)),
@@ -1133,31 +1137,13 @@ struct LinkInfo {
 const _: () = assert!(size_of::<ProgInfo>() == 80);
 const _: () = assert!(size_of::<LinkInfo>() == 48);
 
-/// `bpf(cmd, attr, sizeof attr)`; the non-negative result (an fd for the `GET_FD` commands).
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
-    // SAFETY: `attr` is laid out as the prefix of `union bpf_attr` that `cmd` reads, and
-    // the pointers in it (if any) are valid for the lengths given with them.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr).cast::<libc::c_void>(),
-            size_of::<A>() as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
 fn fd_by_id(cmd: libc::c_long, id: u32) -> io::Result<OwnedFd> {
     let mut attr = IdAttr {
         id,
         ..IdAttr::default()
     };
-    let fd = bpf(cmd, &mut attr)?;
+    // SAFETY: a get-fd-by-id attribute, no pointers.
+    let fd = unsafe { bpf(cmd, &mut attr) }?;
     // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -1177,7 +1163,8 @@ fn obj_info<I>(fd: BorrowedFd<'_>, info: &mut I) -> io::Result<()> {
         info_len: size_of::<I>() as u32,
         info: std::ptr::from_mut(info) as u64,
     };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(drop)
+    // SAFETY: an info attribute pointing at `info`, whose length it gives.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }.map(drop)
 }
 
 /// When the system booted, in wall-clock time: BPF load times count from boot.

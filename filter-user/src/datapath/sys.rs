@@ -44,9 +44,15 @@ struct BatchAttr {
     flags: u64,
 }
 
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
-    // SAFETY: `attr` is a properly laid out prefix of `union bpf_attr` for `cmd`, and the
-    // pointers inside it are valid for the sizes the map declares.
+/// `bpf(cmd, attr, sizeof attr)`: the non-negative result (a file descriptor for the
+/// commands that return one).
+///
+/// # Safety
+///
+/// `attr` must be laid out as the prefix of `union bpf_attr` that `cmd` reads, and every
+/// pointer in it valid for the length the command uses.
+pub unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: the caller vouches for `attr`.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -58,8 +64,16 @@ fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(ret)
     }
+}
+
+/// [`bpf`] for this module's element and batch commands, whose attributes are built here
+/// from slices of the right sizes.
+fn map_command<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: every caller below passes an ElemAttr or BatchAttr whose pointers come from
+    // live slices of the sizes the map declares.
+    unsafe { bpf(cmd, attr) }.map(drop)
 }
 
 fn raw(fd: BorrowedFd<'_>) -> u32 {
@@ -75,7 +89,7 @@ pub(crate) fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Re
         value_or_next_key: value.as_mut_ptr() as u64,
         ..Default::default()
     };
-    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+    match map_command(BPF_MAP_LOOKUP_ELEM, &mut attr) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
@@ -90,7 +104,7 @@ pub(crate) fn update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -
         flags,
         ..Default::default()
     };
-    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
+    map_command(BPF_MAP_UPDATE_ELEM, &mut attr)
 }
 
 /// Delete `key`; `Ok(false)` when it was absent.
@@ -100,7 +114,7 @@ pub(crate) fn delete(fd: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
         key: key.as_ptr() as u64,
         ..Default::default()
     };
-    match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+    match map_command(BPF_MAP_DELETE_ELEM, &mut attr) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
@@ -119,7 +133,7 @@ pub(crate) fn next_key(
         value_or_next_key: next.as_mut_ptr() as u64,
         ..Default::default()
     };
-    match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+    match map_command(BPF_MAP_GET_NEXT_KEY, &mut attr) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
@@ -152,7 +166,7 @@ pub(crate) fn update_batch(
         elem_flags,
         ..Default::default()
     };
-    match bpf(BPF_MAP_UPDATE_BATCH, &mut attr) {
+    match map_command(BPF_MAP_UPDATE_BATCH, &mut attr) {
         Ok(()) => Ok(()),
         Err(error) => Err(BatchError {
             done: attr.count as usize,
@@ -176,7 +190,7 @@ pub(crate) fn delete_batch(
         map_fd: raw(fd),
         ..Default::default()
     };
-    match bpf(BPF_MAP_DELETE_BATCH, &mut attr) {
+    match map_command(BPF_MAP_DELETE_BATCH, &mut attr) {
         Ok(()) => Ok(()),
         Err(error) => Err(BatchError {
             done: attr.count as usize,
