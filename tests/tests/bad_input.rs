@@ -265,3 +265,35 @@ fn the_kernels_source_limit_is_named_and_can_be_raised() {
         .unwrap();
     assert_eq!(limit.trim(), "64");
 }
+
+#[test]
+fn members_of_the_configured_group_may_change_the_filter() {
+    let link = Link::new("grp", &["10.99.0.1/24"]).unwrap();
+    // gid 65534 ("nogroup" on Debian) may change the filter; the socket is 0660 for it.
+    let daemon = Daemon::start(&link.receiver, &["--group", "65534"]).unwrap();
+    let meta = std::fs::metadata(daemon.socket()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
+    std::fs::set_permissions(daemon.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_user = |gid: u32, args: &[&str]| {
+        let out = Command::new(msfilter_bin())
+            .arg("--socket")
+            .arg(daemon.socket())
+            .args(args)
+            .uid(65534)
+            .gid(gid)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = as_user(65534, &["join", "rx0", "232.7.0.1"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let list: Value = serde_json::from_str(&daemon.cli_ok(&["list", "-j"])).unwrap();
+    assert_eq!(list[0]["group"], "232.7.0.1");
+    // Another group's member cannot even open the socket.
+    let (code, stderr) = as_user(1, &["join", "rx0", "232.7.0.2"]);
+    assert_eq!(code, Some(3), "{stderr}");
+}
