@@ -102,10 +102,14 @@ pub struct Daemon {
 impl Daemon {
     /// Start `msfilter daemon` in `ns` with extra arguments, and wait until it answers.
     pub fn start(ns: &Netns, args: &[&str]) -> io::Result<Self> {
+        remove_stale_pins();
         let dir = TempDir::new("daemon")?;
         let log = dir.path().join("daemon.log");
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/msf-test-{}-{n}", std::process::id()));
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/{PIN_PREFIX}{}-{n}",
+            std::process::id()
+        ));
         let mut daemon = Self {
             child: None,
             ns: ns.name().to_string(),
@@ -268,6 +272,38 @@ impl Daemon {
     }
 }
 
+const PIN_PREFIX: &str = "msf-test-";
+
+/// Remove pin directories of test daemons whose test process no longer exists (a run that
+/// was killed before its drops ran): their pinned maps would hold kernel memory until boot.
+fn remove_stale_pins() {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PIN_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            remove_pins(&entry.path());
+        }
+    }
+}
+
+fn remove_pins(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
@@ -275,11 +311,6 @@ impl Drop for Daemon {
             eprintln!("--- msfilter daemon log ({}) ---\n{}", self.ns, self.log());
         }
         // Pins outlive a killed daemon (that is their point); remove them with the test.
-        if let Ok(entries) = std::fs::read_dir(&self.pin_dir) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.pin_dir);
+        remove_pins(&self.pin_dir);
     }
 }
