@@ -2,7 +2,7 @@
 //! (attached by someone else, through a link or through netlink, in driver or skb mode),
 //! what that program is, removing it, missing interfaces, and interface events.
 //!
-//! Needs root (namespaces, BPF, XDP); without it every test fails, none is skipped.
+//! Needs root (namespaces, BPF, XDP); without it every test fails loudly.
 
 use std::{
     collections::BTreeMap,
