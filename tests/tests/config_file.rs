@@ -57,6 +57,23 @@ fn groups(daemon: &Daemon) -> Vec<(String, String, Vec<String>)> {
         .collect()
 }
 
+/// Under `CONFIG`, an application on 232.50.0.1 hears 10.99.0.1 and never 10.99.0.3.
+fn assert_configured_policy_filters(link: &Link) {
+    let tx = link.sender.ifindex("tx0").unwrap();
+    let g = "232.50.0.1".parse().unwrap();
+    let app = Receiver::passive(&link.receiver, g);
+    let mut allowed = Sender::new(&link.sender, "10.99.0.1".parse().unwrap(), g, tx, 32);
+    let mut blocked = Sender::new(&link.sender, "10.99.0.3".parse().unwrap(), g, tx, 32);
+    for _ in 0..10 {
+        allowed.send().unwrap();
+        blocked.send().unwrap();
+    }
+    let got = app.take_when_quiet(Duration::from_millis(250));
+    assert_eq!(got.get(&"10.99.0.1".parse().unwrap()), Some(&10), "{got:?}");
+    assert_eq!(got.get(&"10.99.0.3".parse().unwrap()), None, "{got:?}");
+    assert_eq!(got.len(), 1, "{got:?}");
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
@@ -100,18 +117,7 @@ fn configuration_is_applied_reloaded_by_difference_and_invalid_files_change_noth
     );
 
     // The configured policy drops the blocked source at XDP.
-    let tx = link.sender.ifindex("tx0").unwrap();
-    let g = "232.50.0.1".parse().unwrap();
-    let app = Receiver::passive(&link.receiver, g);
-    let mut allowed = Sender::new(&link.sender, "10.99.0.1".parse().unwrap(), g, tx, 32);
-    let mut blocked = Sender::new(&link.sender, "10.99.0.3".parse().unwrap(), g, tx, 32);
-    for _ in 0..10 {
-        allowed.send().unwrap();
-        blocked.send().unwrap();
-    }
-    let got = app.take_when_quiet(Duration::from_millis(250));
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got.get(&"10.99.0.1".parse().unwrap()), Some(&10));
+    assert_configured_policy_filters(&link);
 
     // An invalid file on reload: refused with line and reason, the policy stays.
     write(&config, &format!("{CONFIG}\n[interface.rx0.bogus]\n"));
@@ -207,18 +213,7 @@ fn a_configured_interface_deleted_and_recreated_is_taken_again() {
     });
 
     // And it filters.
-    let tx = link.sender.ifindex("tx0").unwrap();
-    let g = "232.50.0.1".parse().unwrap();
-    let app = Receiver::passive(&link.receiver, g);
-    let mut allowed = Sender::new(&link.sender, "10.99.0.1".parse().unwrap(), g, tx, 32);
-    let mut blocked = Sender::new(&link.sender, "10.99.0.3".parse().unwrap(), g, tx, 32);
-    for _ in 0..10 {
-        allowed.send().unwrap();
-        blocked.send().unwrap();
-    }
-    let got = app.take_when_quiet(Duration::from_millis(250));
-    assert_eq!(got.get(&"10.99.0.1".parse().unwrap()), Some(&10), "{got:?}");
-    assert_eq!(got.get(&"10.99.0.3".parse().unwrap()), None, "{got:?}");
+    assert_configured_policy_filters(&link);
 }
 
 #[test]
