@@ -15,10 +15,14 @@ use std::{
     ffi::c_int,
     io,
     mem::size_of,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use msfilter::datapath::{AttachMode, sys::bpf};
+use msfilter::datapath::{
+    AttachMode,
+    netlink::{RouteSocket, XdpAttachedMode},
+    sys::bpf,
+};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -28,17 +32,6 @@ const BPF_XDP: u32 = 37;
 
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-const XDP_FLAGS_REPLACE: u32 = 1 << 4;
-
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLA_F_NESTED: u16 = 1 << 15;
-const RTM_SETLINK: u16 = 19;
-const IFLA_XDP: u16 = 43;
-const IFLA_XDP_FD: u16 = 1;
-const IFLA_XDP_FLAGS: u16 = 3;
-const IFLA_XDP_EXPECTED_FD: u16 = 8;
 
 /// `r0 = 2 (XDP_PASS); exit`, as `struct bpf_insn`s: opcode, registers, offset, immediate.
 const PROGRAM: [u64; 2] = [
@@ -73,9 +66,16 @@ pub struct ForeignXdp {
 enum Attached {
     /// Held only to be closed on drop.
     Link(#[expect(dead_code, reason = "held for its drop")] OwnedFd),
-    /// The netlink socket, opened in the interface's namespace (a netlink socket stays in
-    /// the namespace it was opened in, so the drop can use it from any thread).
-    Netlink(OwnedFd),
+    /// A route socket opened in the interface's namespace, so the drop can use it from any
+    /// thread.
+    Netlink(RouteSocket),
+}
+
+const fn xdp_mode(mode: AttachMode) -> XdpAttachedMode {
+    match mode {
+        AttachMode::Driver => XdpAttachedMode::Driver,
+        AttachMode::Skb => XdpAttachedMode::Skb,
+    }
 }
 
 impl ForeignXdp {
@@ -95,13 +95,15 @@ impl ForeignXdp {
                 (Attached::Link(link), Some(link_id))
             }
             Via::Netlink => {
-                let socket = netlink_socket()?;
-                set_xdp(&socket, ifindex, program.as_raw_fd(), flags, None).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("RTM_SETLINK attaching {name} to interface {ifindex}: {e}"),
-                    )
-                })?;
+                let mut socket = RouteSocket::open()?;
+                socket
+                    .set_xdp(ifindex, Some(program.as_fd()), xdp_mode(mode), None)
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("RTM_SETLINK attaching {name} to interface {ifindex}: {e}"),
+                        )
+                    })?;
                 (Attached::Netlink(socket), None)
             }
         };
@@ -119,22 +121,17 @@ impl ForeignXdp {
 
 impl Drop for ForeignXdp {
     fn drop(&mut self) {
-        match &self.attachment {
+        match &mut self.attachment {
             // Closing the last descriptor of an unpinned link detaches it (if nobody did).
             Attached::Link(_) => {}
             Attached::Netlink(socket) => {
-                let flags = match self.mode {
-                    AttachMode::Driver => XDP_FLAGS_DRV_MODE,
-                    AttachMode::Skb => XDP_FLAGS_SKB_MODE,
-                };
                 // Fails harmlessly if the program was removed already (or replaced: then
                 // the replacement stays) or the interface is gone.
-                let _ = set_xdp(
-                    socket,
+                let _ = socket.set_xdp(
                     self.ifindex,
-                    -1,
-                    flags | XDP_FLAGS_REPLACE,
-                    Some(self.program.as_raw_fd()),
+                    None,
+                    xdp_mode(self.mode),
+                    Some(self.program.as_fd()),
                 );
             }
         }
@@ -251,87 +248,4 @@ fn link_create(program: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedF
                 format!("BPF_LINK_CREATE (XDP) on interface {ifindex}: {e}"),
             )
         })
-}
-
-/// A NETLINK_ROUTE socket in the calling thread's namespace.
-fn netlink_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(owned(fd.into()))
-}
-
-/// `RTM_SETLINK` with `IFLA_XDP { FD, FLAGS [, EXPECTED_FD] }`, waiting for the kernel's
-/// acknowledgement.
-fn set_xdp(
-    socket: &OwnedFd,
-    ifindex: u32,
-    fd: c_int,
-    flags: u32,
-    expected: Option<c_int>,
-) -> io::Result<()> {
-    fn attr(buf: &mut Vec<u8>, ty: u16, value: &[u8]) {
-        buf.extend_from_slice(&(4 + value.len() as u16).to_ne_bytes());
-        buf.extend_from_slice(&ty.to_ne_bytes());
-        buf.extend_from_slice(value);
-    }
-    let mut xdp = Vec::new();
-    attr(&mut xdp, IFLA_XDP_FD, &fd.to_ne_bytes());
-    attr(&mut xdp, IFLA_XDP_FLAGS, &flags.to_ne_bytes());
-    if let Some(expected) = expected {
-        attr(&mut xdp, IFLA_XDP_EXPECTED_FD, &expected.to_ne_bytes());
-    }
-    let mut msg = Vec::new();
-    // nlmsghdr: length (filled in below), type, flags, sequence, port (0: the kernel's).
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&RTM_SETLINK.to_ne_bytes());
-    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    // ifinfomsg: family, pad, type, index, flags, change.
-    msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
-    msg.extend_from_slice(&ifindex.to_ne_bytes());
-    msg.extend_from_slice(&[0; 8]);
-    attr(&mut msg, IFLA_XDP | NLA_F_NESTED, &xdp);
-    let len = msg.len() as u32;
-    msg[..4].copy_from_slice(&len.to_ne_bytes());
-
-    // SAFETY: `msg` is valid for its length; an unconnected netlink socket sends to the
-    // kernel.
-    if unsafe { libc::send(socket.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut reply = [0u8; 4096];
-    loop {
-        // SAFETY: `reply` is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                socket.as_raw_fd(),
-                reply.as_mut_ptr().cast(),
-                reply.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        // nlmsghdr type at 4, then the error code right after the 16-byte header.
-        if n >= 20 && u16::from_ne_bytes([reply[4], reply[5]]) == NLMSG_ERROR {
-            let errno = i32::from_ne_bytes(reply[16..20].try_into().unwrap_or_default());
-            return if errno == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(-errno))
-            };
-        }
-    }
 }

@@ -287,9 +287,6 @@ pub fn remove_xdp(ifindex: u32) -> io::Result<()> {
 }
 
 fn detach_netlink(ifindex: u32, mode: XdpAttachedMode, prog_id: u32) -> io::Result<()> {
-    let Some(mode_flag) = mode.flag() else {
-        return Err(io::Error::other("no single mode to remove"));
-    };
     // The program's fd, so the kernel removes it only if it is still the one attached.
     let expected = match prog_fd_by_id(prog_id) {
         Ok(fd) => fd,
@@ -297,13 +294,48 @@ fn detach_netlink(ifindex: u32, mode: XdpAttachedMode, prog_id: u32) -> io::Resu
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut request = Request::new(RTM_SETLINK, NLM_F_ACK, libc::AF_UNSPEC as u8, ifindex);
-    let nest = request.nest_start(IFLA_XDP);
-    request.attr_i32(IFLA_XDP_FD, -1);
-    request.attr_u32(IFLA_XDP_FLAGS, mode_flag | XDP_FLAGS_REPLACE);
-    request.attr_i32(IFLA_XDP_EXPECTED_FD, expected.as_raw_fd());
-    request.nest_end(nest);
-    Socket::open(0)?.transact(request, |_, _| Ok(()))
+    RouteSocket::open()?.set_xdp(ifindex, None, mode, Some(expected.as_fd()))
+}
+
+/// A NETLINK_ROUTE socket of the namespace of the thread that opened it: requests through
+/// it act on that namespace's interfaces whichever thread sends them.
+#[derive(Debug)]
+pub struct RouteSocket(Socket);
+
+impl RouteSocket {
+    pub fn open() -> io::Result<Self> {
+        Socket::open(0).map(Self)
+    }
+
+    /// `RTM_SETLINK` with `IFLA_XDP`: attach `program` in `mode` (`None`: remove what is
+    /// attached in that mode). With `expected`, only if that program is the one attached
+    /// (`XDP_FLAGS_REPLACE`).
+    pub fn set_xdp(
+        &mut self,
+        ifindex: u32,
+        program: Option<BorrowedFd<'_>>,
+        mode: XdpAttachedMode,
+        expected: Option<BorrowedFd<'_>>,
+    ) -> io::Result<()> {
+        let Some(mode_flag) = mode.flag() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "XDP is set in one mode at a time",
+            ));
+        };
+        let mut request = Request::new(RTM_SETLINK, NLM_F_ACK, libc::AF_UNSPEC as u8, ifindex);
+        let nest = request.nest_start(IFLA_XDP);
+        request.attr_i32(IFLA_XDP_FD, program.map_or(-1, |fd| fd.as_raw_fd()));
+        match expected {
+            Some(expected) => {
+                request.attr_u32(IFLA_XDP_FLAGS, mode_flag | XDP_FLAGS_REPLACE);
+                request.attr_i32(IFLA_XDP_EXPECTED_FD, expected.as_raw_fd());
+            }
+            None => request.attr_u32(IFLA_XDP_FLAGS, mode_flag),
+        }
+        request.nest_end(nest);
+        self.0.transact(request, |_, _| Ok(()))
+    }
 }
 
 fn detach_link(link_id: u32) -> io::Result<()> {
