@@ -225,6 +225,29 @@ impl Daemon {
         CliOutput::from(out)
     }
 
+    /// Run the CLI as another user. The binary is run from a copy in a world-readable
+    /// directory: the build tree may sit under a private one (`mktemp -d` is 0700), where
+    /// any other user's exec fails with EACCES before msfilter even starts.
+    pub fn cli_as(&self, uid: u32, gid: u32, args: &[&str]) -> CliOutput {
+        use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+        let public = TempDir::new("cli").expect("creating a directory for the CLI copy");
+        let bin = public.path().join("msfilter");
+        std::fs::copy(msfilter_bin(), &bin).expect("copying the msfilter binary");
+        for (path, mode) in [(public.path(), 0o755), (bin.as_path(), 0o755)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("opening the CLI copy to other users");
+        }
+        let out = Command::new(&bin)
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("running msfilter as another user");
+        CliOutput::from(out)
+    }
+
     /// Run the CLI and require success; returns stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

@@ -4,17 +4,12 @@
 
 use std::{
     io::{Read as _, Write as _},
-    os::unix::{fs::PermissionsExt as _, net::UnixStream, process::CommandExt as _},
-    process::Command,
+    os::unix::{fs::PermissionsExt as _, net::UnixStream},
     time::Duration,
 };
 
 use serde_json::Value;
-use testbed::{
-    daemon::{Daemon, msfilter_bin},
-    kernel::source_filters,
-    netns::Link,
-};
+use testbed::{daemon::Daemon, kernel::source_filters, netns::Link};
 
 /// What the daemon and the kernel hold, to compare before and after a refusal.
 fn snapshot(link: &Link, daemon: &Daemon) -> (String, String) {
@@ -194,18 +189,8 @@ fn a_peer_without_permission_is_refused() {
     let link = Link::new("perm", &["10.99.0.1/24"]).unwrap();
     let daemon = Daemon::start(&link.receiver, &[]).unwrap();
     let nobody = |args: &[&str]| {
-        let out = Command::new(msfilter_bin())
-            .arg("--socket")
-            .arg(daemon.socket())
-            .args(args)
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = daemon.cli_as(65534, 65534, args);
+        (out.code, out.stderr)
     };
     // The socket is root's only (0600) and its directory is private.
     let mode = std::fs::metadata(daemon.socket())
@@ -276,18 +261,8 @@ fn members_of_the_configured_group_may_change_the_filter() {
     assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
     std::fs::set_permissions(daemon.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_user = |gid: u32, args: &[&str]| {
-        let out = Command::new(msfilter_bin())
-            .arg("--socket")
-            .arg(daemon.socket())
-            .args(args)
-            .uid(65534)
-            .gid(gid)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let out = daemon.cli_as(65534, gid, args);
+        (out.code, out.stderr)
     };
     let (code, stderr) = as_user(65534, &["join", "rx0", "232.7.0.1"]);
     assert_eq!(code, Some(0), "{stderr}");
