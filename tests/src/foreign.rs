@@ -9,7 +9,9 @@
 //! detaches: the link by closing its descriptor, the netlink attachment by `RTM_SETLINK`
 //! with `IFLA_XDP_FD = -1`, on the condition that the program there is still this one.
 //!
-//! None of this uses msfilter's own netlink layer, which is what the tests examine.
+//! Loading the program and creating the bpf_link are this module's own `bpf(2)` calls; the
+//! netlink attachment and its removal use msfilter's [`RouteSocket`], the same request
+//! msfilter sends to take over or release a netlink-attached program.
 
 use std::{
     ffi::c_int,
