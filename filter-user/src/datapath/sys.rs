@@ -294,18 +294,6 @@ mod tests {
         unsafe { OwnedFd::from_raw_fd(fd as i32) }
     }
 
-    fn possible_cpus() -> usize {
-        let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
-        text.trim()
-            .split(',')
-            .map(|r| {
-                r.split_once('-').map_or(1, |(a, b)| {
-                    b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1
-                })
-            })
-            .sum()
-    }
-
     fn key_count(map: BorrowedFd<'_>) -> usize {
         let (mut next, mut at, mut count) = ([0u8; 4], None::<[u8; 4]>, 0);
         while next_key(map, at.as_ref().map(<[u8; 4]>::as_slice), &mut next).unwrap() {
@@ -322,7 +310,7 @@ mod tests {
     #[test]
     fn inserts_outrunning_the_per_cpu_allocator_all_land() {
         const VALUE: usize = 4096;
-        let cpus = possible_cpus();
+        let cpus = aya::util::nr_cpus().unwrap();
         // 128 MiB of values per map, whatever the CPU count.
         let keys = u32::try_from((128 << 20) / (VALUE * cpus)).unwrap();
         let value = vec![0u8; VALUE * cpus];
