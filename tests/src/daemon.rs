@@ -237,14 +237,26 @@ impl Daemon {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                 .expect("opening the CLI copy to other users");
         }
-        let out = Command::new(&bin)
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .uid(uid)
-            .gid(gid)
-            .output()
-            .expect("running msfilter as another user");
+        // Another test thread that forks while the copy is open for writing hands the
+        // write descriptor to its child until that child's exec closes it; exec of the
+        // copy meanwhile fails with ETXTBSY. The window is the child's fork-to-exec time.
+        let mut attempts = 0;
+        let out = loop {
+            match Command::new(&bin)
+                .arg("--socket")
+                .arg(self.socket())
+                .args(args)
+                .uid(uid)
+                .gid(gid)
+                .output()
+            {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                result => break result.expect("running msfilter as another user"),
+            }
+        };
         CliOutput::from(out)
     }
 
