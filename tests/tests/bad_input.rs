@@ -259,6 +259,13 @@ fn members_of_the_configured_group_may_change_the_filter() {
     let meta = std::fs::metadata(daemon.socket()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), 65534);
+    // The socket was bound under a staging name and renamed into place: none is left.
+    let staged: Vec<_> = std::fs::read_dir(daemon.socket().parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".new"))
+        .collect();
+    assert!(staged.is_empty(), "staging sockets left: {staged:?}");
     std::fs::set_permissions(daemon.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_user = |gid: u32, args: &[&str]| {
         let out = daemon.cli_as(65534, gid, args);

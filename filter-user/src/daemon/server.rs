@@ -136,26 +136,45 @@ pub(super) fn check_free(path: &Path) -> Result<(), DaemonError> {
 
 /// Bind the socket: refuse if another daemon answers there, replace a stale file, and make
 /// it accessible to root (and the configured group) only from the first instant.
+///
+/// The socket is bound under a staging name beside `path`, given its owner group and mode
+/// there, and renamed into place: a client that can connect to `path` at all finds the
+/// final permissions (a member of `gid` never sees a root-only socket it could not open).
 pub(super) fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, DaemonError> {
+    let fail = |e| DaemonError::Socket(path.to_path_buf(), e);
     check_free(path)?;
     match std::fs::remove_file(path) {
         Ok(()) => log::info!("removed stale socket {}", path.display()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(DaemonError::Socket(path.to_path_buf(), e)),
+        Err(e) => return Err(fail(e)),
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| DaemonError::Socket(path.to_path_buf(), e))?;
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.new", std::process::id()));
+    let staging = PathBuf::from(staging);
+    match std::fs::remove_file(&staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
     }
     // SAFETY: umask only changes this process's file creation mask.
     let old = unsafe { libc::umask(0o177) };
-    let listener = UnixListener::bind(path);
+    let listener = UnixListener::bind(&staging);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    let listener = listener.map_err(|e| DaemonError::Socket(path.to_path_buf(), e))?;
-    if let Some(gid) = gid {
-        std::os::unix::fs::chown(path, None, Some(gid))
-            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)))
-            .map_err(|e| DaemonError::Socket(path.to_path_buf(), e))?;
+    let listener = listener.map_err(fail)?;
+    let placed = gid
+        .map_or(Ok(()), |gid| {
+            std::os::unix::fs::chown(&staging, None, Some(gid)).and_then(|()| {
+                std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o660))
+            })
+        })
+        .and_then(|()| std::fs::rename(&staging, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(fail(e));
     }
     Ok(listener)
 }
