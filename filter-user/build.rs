@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path to filter-ebpf")?;
     aya_build::build_ebpf(
         [aya_build::Package {
-            name: "filter-ebpf",
+            name: "msfilter-ebpf",
             root_dir: ebpf_dir,
             ..Default::default()
         }],

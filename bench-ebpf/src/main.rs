@@ -14,7 +14,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use filter_common::{Counter, SourceKey, maps::ipv4_mapped};
+use msfilter_common::{Counter, SourceKey, maps::ipv4_mapped};
 
 /// Frames each program saw (index 0).
 #[map]

@@ -5,10 +5,10 @@
 use std::{net::IpAddr, time::Instant};
 
 use anyhow::{Context as _, Result};
-use filter_common::Mode;
+use msfilter_common::Mode;
 use msfilter::client::Client;
 use serde::Serialize;
-use testbed::{daemon::Daemon, netns::Link};
+use msfilter_testbed::{daemon::Daemon, netns::Link};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ControlReport {

@@ -1,9 +1,9 @@
 //! The benchmark's frames: UDP datagrams to a group from a source, as IPv4, IPv6 or IPv4
 //! behind one 802.1Q tag, with valid checksums so the network stack accepts them too.
 
-use filter_common::{Addr, headers::ETH_P_8021Q, maps::ipv4_unmapped};
+use msfilter_common::{Addr, headers::ETH_P_8021Q, maps::ipv4_unmapped};
 use serde::Serialize;
-use testbed::packet::{Frame, Ipv4, Ipv6, Upper};
+use msfilter_testbed::packet::{Frame, Ipv4, Ipv6, Upper};
 
 /// Frame shapes the benchmark measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -83,7 +83,7 @@ fn set_udp_checksum(bytes: &mut [u8], shape: Shape) {
 
 #[cfg(test)]
 mod tests {
-    use filter_common::maps::ipv4_mapped;
+    use msfilter_common::maps::ipv4_mapped;
 
     use super::*;
 

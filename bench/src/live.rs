@@ -23,13 +23,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use filter_common::{Addr, Mode, Reason};
+use msfilter_common::{Addr, Mode, Reason};
 use msfilter::{
     datapath::{AttachMode, Datapath, GroupFilter, LoadOptions},
     sockopt::{Family, MembershipSocket, OptionSet, Request, addr_of},
 };
 use serde::Serialize;
-use testbed::netns::{Link, Netns};
+use msfilter_testbed::netns::{Link, Netns};
 
 use crate::{
     frames::{Shape, udp},
@@ -191,7 +191,7 @@ fn app_socket(
     ifindex: u32,
     block: Option<IpAddr>,
 ) -> Result<(UdpSocket, MembershipSocket)> {
-    let socket = UdpSocket::bind(SocketAddr::new(group, testbed::traffic::PORT))?;
+    let socket = UdpSocket::bind(SocketAddr::new(group, msfilter_testbed::traffic::PORT))?;
     let size: libc::c_int = 8 << 20;
     // SAFETY: valid int option.
     unsafe {
@@ -272,7 +272,7 @@ impl Bed {
     }
 
     fn nft_dropped(&self) -> Result<u64> {
-        let out = testbed::netns::run(
+        let out = msfilter_testbed::netns::run(
             self.link
                 .receiver
                 .command("nft")

@@ -9,7 +9,7 @@ use aya::{
     maps::{HashMap, PerCpuArray},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use filter_common::{Counter, SourceKey};
+use msfilter_common::{Counter, SourceKey};
 
 /// The object built from `bench-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-xdp"));

@@ -3,7 +3,7 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use filter_common::{Counter, Reason};
+use msfilter_common::{Counter, Reason};
 
 use crate::maps::MSF_REASONS;
 

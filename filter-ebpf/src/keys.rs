@@ -1,9 +1,9 @@
 //! Map keys built from 32-bit words. Addresses travel as four native-endian words holding
 //! the network-order bytes, and keys are written whole: byte-wise construction makes LLVM
 //! spill every address byte to its own stack slot and call `memset` for the reserved bytes.
-//! `filter_common::maps::word_offsets` pins the layouts this relies on.
+//! `msfilter_common::maps::word_offsets` pins the layouts this relies on.
 
-use filter_common::{GroupKey, SourceKey};
+use msfilter_common::{GroupKey, SourceKey};
 
 #[cfg(target_endian = "big")]
 compile_error!("the generation word below assumes little-endian (bpfel)");

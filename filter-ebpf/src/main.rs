@@ -3,7 +3,7 @@
 //!
 //! The entry point is deliberately tiny: [`try_msfilter`] parses and judges; whatever it
 //! could not judge comes back as an [`Error`] and is passed. The rules are those of the
-//! reference model in `filter_common::verdict`, which the tests hold this program to.
+//! reference model in `msfilter_common::verdict`, which the tests hold this program to.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -18,7 +18,7 @@ mod maps;
 mod parse;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use filter_common::{Verdict, verdict::decide};
+use msfilter_common::{Verdict, verdict::decide};
 
 use crate::parse::{Error, Frame};
 
@@ -42,7 +42,7 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
     let ifindex = ctx.ingress_ifindex() as u32;
 
     let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, &group)) else {
-        let reason = filter_common::Reason::Unmanaged;
+        let reason = msfilter_common::Reason::Unmanaged;
         counters::count_reason(reason, len);
         return Ok(reason.verdict());
     };

@@ -1,12 +1,12 @@
 //! The maps the program reads. Names and default capacities come from
-//! `filter_common::limits`; userspace may resize the hash maps at load time.
+//! `msfilter_common::limits`; userspace may resize the hash maps at load time.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
 };
-use filter_common::{
+use msfilter_common::{
     Counter, GroupKey, GroupValue, Reason, SourceKey,
     limits::{DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},
     maps::SourceValue,

@@ -2,13 +2,13 @@
 //!
 //! Every read goes through [`ptr_at`], the one bounds check against `data_end` that the
 //! verifier sees. Loops over VLAN tags and extension headers have constant bounds
-//! (`filter_common::limits`). Header arithmetic comes from `filter_common::headers`, shared
+//! (`msfilter_common::limits`). Header arithmetic comes from `msfilter_common::headers`, shared
 //! with the reference model.
 
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use filter_common::{
+use msfilter_common::{
     Reason,
     headers::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_ICMPV6, IPPROTO_PIM,

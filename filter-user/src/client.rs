@@ -21,7 +21,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use filter_common::Mode;
+use msfilter_common::Mode;
 use tokio::net::UnixStream;
 
 use crate::daemon::protocol::{

@@ -1,6 +1,6 @@
 //! The reference model and the XDP program, asked the same question.
 //!
-//! [`MapsPolicy`] lets the model (`filter_common::verdict::verdict`) consult exactly what the
+//! [`MapsPolicy`] lets the model (`msfilter_common::verdict::verdict`) consult exactly what the
 //! datapath's maps hold, as mirrored by [`Datapath::installed`]. [`judge_kernel`] runs the
 //! program on a frame through `BPF_PROG_TEST_RUN` and reads the reason it gave from the
 //! reason counters; [`judge_model`] asks the model. Tests compare the two.
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use filter_common::{
+use msfilter_common::{
     Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, maps::ipv4_unmapped,
     verdict::verdict,
 };
@@ -159,7 +159,7 @@ pub fn policy_summary(installed: &BTreeMap<GroupKey, Installed>) -> String {
 mod tests {
     use std::collections::BTreeSet;
 
-    use filter_common::{Mode, maps::ipv4_mapped};
+    use msfilter_common::{Mode, maps::ipv4_mapped};
 
     use super::*;
 

@@ -5,12 +5,12 @@
 //!
 //! [`Frame::to_bytes`] encodes; [`Frame::layout`] says where each header starts and ends, so
 //! tests can truncate a frame at every header boundary. The arithmetic here (lengths,
-//! offsets) is written independently of `filter_common::headers`, so a wrong shared helper
+//! offsets) is written independently of `msfilter_common::headers`, so a wrong shared helper
 //! shows up as a disagreement with the fixtures instead of being copied into them.
 
 use std::fmt::Write as _;
 
-use filter_common::headers::{
+use msfilter_common::headers::{
     ETH_P_IPV4, ETH_P_IPV6, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS,
     IPPROTO_ICMPV6, IPPROTO_IGMP, IPPROTO_PIM, IPPROTO_ROUTING, IPPROTO_UDP,
 };

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use testbed::{daemon::Daemon, kernel::source_filters, netns::Link};
+use msfilter_testbed::{daemon::Daemon, kernel::source_filters, netns::Link};
 
 /// What the daemon and the kernel hold, to compare before and after a refusal.
 fn snapshot(link: &Link, daemon: &Daemon) -> (String, String) {

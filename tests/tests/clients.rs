@@ -6,7 +6,7 @@ use std::{net::IpAddr, time::Duration};
 
 use msfilter::client::Client;
 use serde_json::Value;
-use testbed::{kernel::source_filters, scene::Scene};
+use msfilter_testbed::{kernel::source_filters, scene::Scene};
 use tokio::runtime::Runtime;
 
 const PER_SOURCE: u64 = 20;
@@ -111,10 +111,10 @@ fn two_and_three_clients_merge_and_shares_disappear() {
 
     // C: any-source, blocks S0 and S2. Merge: EXCLUDE ({S0,S1} ∩ {S0,S2}) − {S1} = {S0}.
     let mut c = w.client("c");
-    w.rt.block_on(c.set_filter(&rx, g, filter_common::Mode::Exclude, vec![w.s(0), w.s(2)]))
+    w.rt.block_on(c.set_filter(&rx, g, msfilter_common::Mode::Exclude, vec![w.s(0), w.s(2)]))
         .unwrap_err(); // set-filter needs a prior join, as on a plain socket
     w.rt.block_on(c.join(&rx, g)).unwrap();
-    w.rt.block_on(c.set_filter(&rx, g, filter_common::Mode::Exclude, vec![w.s(0), w.s(2)]))
+    w.rt.block_on(c.set_filter(&rx, g, msfilter_common::Mode::Exclude, vec![w.s(0), w.s(2)]))
         .unwrap();
     w.check("C excludes S0, S2", &[1, 2], 3);
     let rows = source_filters(&w.scene.link.receiver, &rx, g);

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testbed::{
+use msfilter_testbed::{
     daemon::Daemon,
     netns::Link,
     traffic::{Receiver, Sender},
@@ -81,7 +81,7 @@ fn write(path: &Path, text: &str) {
 #[test]
 fn configuration_is_applied_reloaded_by_difference_and_invalid_files_change_nothing() {
     let link = Link::new("cfg", &["10.99.0.1/24", "10.99.0.3/24", "fd99::1/64"]).unwrap();
-    let dir = testbed::daemon::TempDir::new("cfg").unwrap();
+    let dir = msfilter_testbed::daemon::TempDir::new("cfg").unwrap();
     let config = dir.path().join("msfilter.toml");
 
     // An invalid file at start: the daemon does not start, and says where and why.
@@ -172,7 +172,7 @@ fn configuration_is_applied_reloaded_by_difference_and_invalid_files_change_noth
 #[test]
 fn a_configured_interface_deleted_and_recreated_is_taken_again() {
     let link = Link::new("recr", &["10.99.0.1/24", "10.99.0.3/24"]).unwrap();
-    let dir = testbed::daemon::TempDir::new("recr").unwrap();
+    let dir = msfilter_testbed::daemon::TempDir::new("recr").unwrap();
     let config = dir.path().join("msfilter.toml");
     write(&config, CONFIG);
     let daemon = Daemon::start(&link.receiver, &["--config", config.to_str().unwrap()]).unwrap();
@@ -191,7 +191,7 @@ fn a_configured_interface_deleted_and_recreated_is_taken_again() {
     });
 
     // Re-created (with another index): configured, so taken again with its groups.
-    testbed::netns::veth_pair(&link.sender, "tx0", &link.receiver, "rx0").unwrap();
+    msfilter_testbed::netns::veth_pair(&link.sender, "tx0", &link.receiver, "rx0").unwrap();
     link.sender
         .ip(&["addr", "add", "10.99.0.1/24", "dev", "tx0"])
         .unwrap();
@@ -228,7 +228,7 @@ fn an_unconfigured_interface_deleted_and_recreated_stays_released() {
             .unwrap()
             .is_empty()
     });
-    testbed::netns::veth_pair(&link.sender, "tx0", &link.receiver, "rx0").unwrap();
+    msfilter_testbed::netns::veth_pair(&link.sender, "tx0", &link.receiver, "rx0").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(daemon.cli_json(&["owner", "rx0", "-j"])["owner"], "none");
     assert_eq!(daemon.cli_ok(&["list", "-j"]).trim(), "[]");

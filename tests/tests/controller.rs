@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use serde_json::Value;
-use testbed::{kernel::source_filters, scene::Scene};
+use msfilter_testbed::{kernel::source_filters, scene::Scene};
 
 const PER_SOURCE: u64 = 20;
 

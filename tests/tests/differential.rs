@@ -9,14 +9,14 @@
 //! generation by mode changes.
 //!
 //! The seed comes from `MSFILTER_SEED` (decimal or 0x-hex) or the clock, and is printed at
-//! the start and in every failure: `MSFILTER_SEED=<seed> cargo test -p msfilter-tests --test
+//! the start and in every failure: `MSFILTER_SEED=<seed> cargo test -p msfilter-testbed --test
 //! differential` replays a run exactly. `MSFILTER_FRAMES` changes the number of frames.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use filter_common::{
+use msfilter_common::{
     Addr, GroupKey, Mode, Reason, Verdict,
     headers::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_AH, IPPROTO_DSTOPTS,
@@ -26,7 +26,7 @@ use filter_common::{
     maps::ipv4_mapped,
 };
 use msfilter::datapath::{Datapath, GroupFilter};
-use testbed::{
+use msfilter_testbed::{
     model::{judge_model, load_datapath, policy_summary, try_judge_kernel, two_interfaces},
     packet::{Ext, Frame, Ipv4, Ipv6, Network, Upper, hex},
     rng::Rng,

@@ -5,9 +5,9 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use filter_common::{Addr, Reason, maps::ipv4_mapped};
+use msfilter_common::{Addr, Reason, maps::ipv4_mapped};
 use msfilter::datapath::{AttachMode, Datapath, GroupFilter, LoadOptions};
-use testbed::{
+use msfilter_testbed::{
     netns::Link,
     traffic::{Receiver, Sender},
 };
@@ -26,7 +26,7 @@ struct Case {
     blocked: IpAddr,
     allowed: IpAddr,
     group: IpAddr,
-    mode: filter_common::Mode,
+    mode: msfilter_common::Mode,
 }
 
 /// Run one case: `mode` with `listed` = the blocked source for EXCLUDE, the allowed one for
@@ -42,8 +42,8 @@ fn run(case: &Case) {
 
     let mut dp = Datapath::load(&LoadOptions::default()).unwrap();
     let listed = match case.mode {
-        filter_common::Mode::Exclude => case.blocked,
-        filter_common::Mode::Include => case.allowed,
+        msfilter_common::Mode::Exclude => case.blocked,
+        msfilter_common::Mode::Include => case.allowed,
     };
     dp.set_filter(
         rx,
@@ -78,8 +78,8 @@ fn run(case: &Case) {
     // XDP counted exactly what was sent.
     let frame = blocked.frame_len();
     let (drop_reason, pass_reason) = match case.mode {
-        filter_common::Mode::Exclude => (Reason::Excluded, Reason::NotExcluded),
-        filter_common::Mode::Include => (Reason::NotIncluded, Reason::Included),
+        msfilter_common::Mode::Exclude => (Reason::Excluded, Reason::NotExcluded),
+        msfilter_common::Mode::Include => (Reason::NotIncluded, Reason::Included),
     };
     assert_eq!(counters.get(drop_reason).packets, DATAGRAMS);
     assert_eq!(counters.get(drop_reason).bytes, DATAGRAMS * frame);
@@ -118,7 +118,7 @@ fn ipv4_exclude_drops_the_blocked_source() {
         blocked: "10.99.0.3".parse().unwrap(),
         allowed: "10.99.0.1".parse().unwrap(),
         group: "232.1.1.1".parse().unwrap(),
-        mode: filter_common::Mode::Exclude,
+        mode: msfilter_common::Mode::Exclude,
     });
 }
 
@@ -129,7 +129,7 @@ fn ipv4_include_passes_only_the_listed_source() {
         blocked: "10.99.0.3".parse().unwrap(),
         allowed: "10.99.0.1".parse().unwrap(),
         group: "239.1.2.3".parse().unwrap(),
-        mode: filter_common::Mode::Include,
+        mode: msfilter_common::Mode::Include,
     });
 }
 
@@ -140,7 +140,7 @@ fn ipv6_exclude_drops_the_blocked_source() {
         blocked: "fd99::3".parse().unwrap(),
         allowed: "fd99::1".parse().unwrap(),
         group: "ff3e::8000:1".parse().unwrap(),
-        mode: filter_common::Mode::Exclude,
+        mode: msfilter_common::Mode::Exclude,
     });
 }
 
@@ -151,7 +151,7 @@ fn ipv6_include_passes_only_the_listed_source() {
         blocked: "fd99::3".parse().unwrap(),
         allowed: "fd99::1".parse().unwrap(),
         group: "ff15::42".parse().unwrap(),
-        mode: filter_common::Mode::Include,
+        mode: msfilter_common::Mode::Include,
     });
 }
 

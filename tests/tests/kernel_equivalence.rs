@@ -1,4 +1,4 @@
-//! Kernel equivalence: every scripted sequence (`testbed::sequences`, IPv4 and IPv6) runs
+//! Kernel equivalence: every scripted sequence (`msfilter_testbed::sequences`, IPv4 and IPv6) runs
 //! once directly on plain sockets and once through the msfilter daemon, in the same
 //! namespace. At every step both must give the same result (the same errno name, or both
 //! refused before the kernel), and every group must end with the same filter.
@@ -16,7 +16,7 @@ use msfilter::{
     daemon::protocol::{ErrorKind, FilterView, Op},
     sockopt::{Limit, LimitGuard, Mode, Request},
 };
-use testbed::{
+use msfilter_testbed::{
     daemon::Daemon,
     sequences::{Bed, Filter, Interface, Sequence, SequenceOutcome, StepOutcome, table},
 };

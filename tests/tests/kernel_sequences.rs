@@ -2,7 +2,7 @@
 //! outcome and each group's final filter must be what the table (NOTES.md §2, as measured)
 //! says.
 
-use testbed::sequences::{Bed, Expect, Sequence, shared_socket_table, table};
+use msfilter_testbed::sequences::{Bed, Expect, Sequence, shared_socket_table, table};
 
 /// Global limits the sequences rely on (not settable per namespace) must hold on this
 /// machine; checked from the test's own thread, which is in the initial namespace.

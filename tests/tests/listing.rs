@@ -9,7 +9,7 @@ use std::{
 
 use msfilter::{client::Client, daemon::protocol::ListFilter};
 use serde_json::Value;
-use testbed::{daemon::Daemon, netns::Link};
+use msfilter_testbed::{daemon::Daemon, netns::Link};
 
 const GROUPS: u32 = 50;
 const SOURCES: u32 = 2000;
@@ -31,7 +31,7 @@ fn a_large_table_lists_completely_in_bounded_pages() {
     for g in 0..GROUPS {
         let group: IpAddr = format!("232.60.0.{}", g + 1).parse().unwrap();
         rt.block_on(client.join("rx0", group)).unwrap();
-        rt.block_on(client.set_filter("rx0", group, filter_common::Mode::Exclude, sources.clone()))
+        rt.block_on(client.set_filter("rx0", group, msfilter_common::Mode::Exclude, sources.clone()))
             .unwrap();
     }
 

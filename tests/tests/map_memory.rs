@@ -1,9 +1,9 @@
 //! The maps at full size: the kernel's own memory figure against the budget model in
-//! `filter_common::limits`, and what happens one entry past capacity.
+//! `msfilter_common::limits`, and what happens one entry past capacity.
 
 use std::time::Instant;
 
-use filter_common::{
+use msfilter_common::{
     Addr, GroupKey, Mode,
     limits::{self, DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},
     maps::ipv4_mapped,

@@ -15,7 +15,7 @@ use msfilter::datapath::{
     AttachMode,
     netlink::{self, BPF_PROG_TYPE_XDP, LinkEvent, LinkMonitor, XdpAttachedMode, XdpAttachment},
 };
-use testbed::{
+use msfilter_testbed::{
     foreign::{ForeignXdp, Via},
     netns::Netns,
 };

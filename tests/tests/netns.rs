@@ -1,6 +1,6 @@
 //! The namespace guard itself: created, usable, and gone after drop (also after a panic).
 
-use testbed::netns::{Link, Netns};
+use msfilter_testbed::netns::{Link, Netns};
 
 #[test]
 fn namespace_is_deleted_on_drop_and_on_panic() {

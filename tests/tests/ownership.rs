@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use msfilter::datapath::{AttachMode, netlink};
 use serde_json::Value;
-use testbed::{
+use msfilter_testbed::{
     daemon::Daemon,
     foreign::{ForeignXdp, Via},
     kernel::source_filters,

@@ -4,7 +4,7 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use testbed::{
+use msfilter_testbed::{
     capture::{
         ALLOW_NEW_SOURCES, BLOCK_OLD_SOURCES, CHANGE_TO_EXCLUDE, CHANGE_TO_INCLUDE, Capture,
         GroupRecord,

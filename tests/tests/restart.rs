@@ -14,7 +14,7 @@ use std::{
 };
 
 use msfilter::datapath::netlink;
-use testbed::{
+use msfilter_testbed::{
     daemon::Daemon,
     netns::Link,
     traffic::{Receiver, Sender},

@@ -16,7 +16,7 @@ use std::{
 use msfilter::sockopt::{
     ApplyError, Family, InvalidRequest, Limit, MembershipSocket, Mode, OptionSet, Request,
 };
-use testbed::{kernel::source_filters, netns::Netns, sequences::Bed};
+use msfilter_testbed::{kernel::source_filters, netns::Netns, sequences::Bed};
 
 const SETS: [OptionSet; 2] = [OptionSet::ProtocolIndependent, OptionSet::FamilySpecific];
 

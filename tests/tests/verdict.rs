@@ -1,4 +1,4 @@
-//! Fixture verdicts: every rule of the reference model (`filter_common::verdict`), for IPv4
+//! Fixture verdicts: every rule of the reference model (`msfilter_common::verdict`), for IPv4
 //! and IPv6, with and without VLAN tags, run through the XDP program with
 //! `BPF_PROG_TEST_RUN`. Each case checks kernel == model == the (verdict, reason) written
 //! here, the kernel's reason being read from its reason counters.
@@ -6,7 +6,7 @@
 //! Frames arrive on the loopback interface (index 1 in every namespace) unless a test needs
 //! two interfaces, which it creates in a namespace of its own.
 
-use filter_common::{
+use msfilter_common::{
     Addr, Counter, GroupKey, Mode, Reason,
     headers::{
         ETH_P_8021AD, ETH_P_8021Q, IPPROTO_DSTOPTS, IPPROTO_ESP, IPPROTO_HIP, IPPROTO_ICMPV6,
@@ -15,7 +15,7 @@ use filter_common::{
     maps::ipv4_mapped,
 };
 use msfilter::datapath::{Datapath, GroupCounters, GroupFilter};
-use testbed::{
+use msfilter_testbed::{
     model::{judge_kernel, judge_model, load_datapath, policy_summary, two_interfaces},
     packet::{
         Ext, Frame, ICMPV6_ECHO_REQUEST, ICMPV6_NEIGHBOR_SOLICITATION, IGMPV3_REPORT, Ipv4, Ipv6,

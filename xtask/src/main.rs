@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(root),
         Command::Build { release } => tasks::build(root, release),
         Command::Test { args } => tasks::test(root, &args),
-        Command::Demo { args } => tasks::run_bin(root, "msfilter-tests", "msfilter-demo", &args),
+        Command::Demo { args } => tasks::run_bin(root, "msfilter-testbed", "msfilter-demo", &args),
         Command::Bench { args } => tasks::ensure_nftables()
             .and_then(|()| tasks::run_bin(root, "msfilter-bench", "msfilter-bench", &args)),
         Command::Lint => tasks::lint(root),

@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use filter_common::Mode;
+use msfilter_common::Mode;
 use serde::Deserialize;
 use toml::Spanned;
 

@@ -16,7 +16,7 @@ use std::{
     ops::Bound,
 };
 
-use filter_common::{Addr, GroupKey, Reason, Verdict};
+use msfilter_common::{Addr, GroupKey, Reason, Verdict};
 
 use super::{
     config::Config,
@@ -677,7 +677,7 @@ impl Controller {
             iface: interface_name(key.ifindex).unwrap_or_else(|| format!("#{}", key.ifindex)),
             ifindex: key.ifindex,
             group: ip_of(&key.group),
-            mode: FilterMode::from(state.unwrap_or(filter_common::Mode::Include)),
+            mode: FilterMode::from(state.unwrap_or(msfilter_common::Mode::Include)),
             sources: listed,
             passed: counters.passed.into(),
             dropped: counters.dropped.into(),

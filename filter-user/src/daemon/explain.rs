@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use filter_common::Mode;
+use msfilter_common::Mode;
 
 use super::protocol::{ErrorKind, ErrorReply, Op};
 use crate::{

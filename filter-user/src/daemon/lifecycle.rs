@@ -12,7 +12,7 @@ use std::{
     path::PathBuf,
 };
 
-use filter_common::GroupKey;
+use msfilter_common::GroupKey;
 
 use super::{
     DaemonError,

@@ -31,16 +31,16 @@ pub enum FilterMode {
     Exclude,
 }
 
-impl From<filter_common::Mode> for FilterMode {
-    fn from(m: filter_common::Mode) -> Self {
+impl From<msfilter_common::Mode> for FilterMode {
+    fn from(m: msfilter_common::Mode) -> Self {
         match m {
-            filter_common::Mode::Include => Self::Include,
-            filter_common::Mode::Exclude => Self::Exclude,
+            msfilter_common::Mode::Include => Self::Include,
+            msfilter_common::Mode::Exclude => Self::Exclude,
         }
     }
 }
 
-impl From<FilterMode> for filter_common::Mode {
+impl From<FilterMode> for msfilter_common::Mode {
     fn from(m: FilterMode) -> Self {
         match m {
             FilterMode::Include => Self::Include,
@@ -174,8 +174,8 @@ pub struct CounterView {
     pub bytes: u64,
 }
 
-impl From<filter_common::Counter> for CounterView {
-    fn from(c: filter_common::Counter) -> Self {
+impl From<msfilter_common::Counter> for CounterView {
+    fn from(c: msfilter_common::Counter) -> Self {
         Self {
             packets: c.packets,
             bytes: c.bytes,

@@ -1,6 +1,6 @@
 //! Counter reads, summed over CPUs.
 
-use filter_common::{Addr, Counter, GroupKey, Reason, limits::REASONS_MAP};
+use msfilter_common::{Addr, Counter, GroupKey, Reason, limits::REASONS_MAP};
 
 use super::{Datapath, DatapathError, Result, sys};
 
@@ -31,7 +31,7 @@ impl ReasonCounters {
         for reason in Reason::ALL {
             let c = self.get(reason);
             all = all.plus(c);
-            if reason.verdict() == filter_common::Verdict::Drop {
+            if reason.verdict() == msfilter_common::Verdict::Drop {
                 dropped = dropped.plus(c);
             }
         }

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd as _, BorrowedFd};
 
 use aya::maps::MapData;
-use filter_common::{
+use msfilter_common::{
     Addr, Counter, GroupKey, GroupState, GroupValue, SourceKey,
     limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP},
 };

@@ -22,7 +22,7 @@ use std::{collections::BTreeSet, io, path::PathBuf};
 pub use attach::{AttachMode, Attachment, Replaced};
 use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
 pub use counters::{GroupCounters, ReasonCounters};
-use filter_common::{
+use msfilter_common::{
     Addr, Mode,
     limits::{
         DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, MIN_MAX_GROUPS, MIN_MAX_SOURCES,

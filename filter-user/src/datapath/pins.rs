@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::maps::MapData;
-use filter_common::limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP};
+use msfilter_common::limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP};
 
 use super::DatapathError;
 
@@ -109,7 +109,7 @@ pub(super) fn prepare(dir: &Path) -> Result<(), DatapathError> {
 
 /// Expected shape of each pinned map: (name, key size, value size).
 fn expected_shapes() -> [(&'static str, u32, u32); 3] {
-    use filter_common::{Counter, GroupKey, GroupValue, SourceKey};
+    use msfilter_common::{Counter, GroupKey, GroupValue, SourceKey};
     [
         (
             GROUPS_MAP,

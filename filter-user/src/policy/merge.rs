@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use filter_common::{Addr, Mode};
+use msfilter_common::{Addr, Mode};
 
 use crate::datapath::GroupFilter;
 
@@ -58,7 +58,7 @@ mod tests {
     use super::*;
 
     fn a(n: u8) -> Addr {
-        filter_common::maps::ipv4_mapped([10, 0, 0, n])
+        msfilter_common::maps::ipv4_mapped([10, 0, 0, n])
     }
 
     fn f(mode: Mode, sources: &[u8]) -> GroupFilter {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 pub use merge::{accepts, merge};
 
-use filter_common::GroupKey;
+use msfilter_common::GroupKey;
 
 use crate::datapath::GroupFilter;
 
@@ -98,7 +98,7 @@ impl Memberships {
 
 #[cfg(test)]
 mod tests {
-    use filter_common::{Mode, maps::ipv4_mapped};
+    use msfilter_common::{Mode, maps::ipv4_mapped};
 
     use super::*;
 
@@ -106,7 +106,7 @@ mod tests {
         GroupKey::new(ifindex, ipv4_mapped([232, 1, 1, 1]))
     }
 
-    fn src(n: u8) -> filter_common::Addr {
+    fn src(n: u8) -> msfilter_common::Addr {
         ipv4_mapped([10, 0, 0, n])
     }
 

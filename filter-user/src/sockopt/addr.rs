@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use filter_common::{
+use msfilter_common::{
     Addr,
     maps::{ipv4_mapped, ipv4_unmapped},
 };

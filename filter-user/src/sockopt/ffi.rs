@@ -58,18 +58,18 @@ pub const fn ip_msfilter_size(n: usize) -> usize {
 }
 
 /// `MCAST_INCLUDE` / `MCAST_EXCLUDE` for a mode.
-pub const fn fmode(mode: filter_common::Mode) -> u32 {
+pub const fn fmode(mode: msfilter_common::Mode) -> u32 {
     match mode {
-        filter_common::Mode::Include => libc::MCAST_INCLUDE as u32,
-        filter_common::Mode::Exclude => libc::MCAST_EXCLUDE as u32,
+        msfilter_common::Mode::Include => libc::MCAST_INCLUDE as u32,
+        msfilter_common::Mode::Exclude => libc::MCAST_EXCLUDE as u32,
     }
 }
 
 /// The mode of an `MCAST_INCLUDE` / `MCAST_EXCLUDE` value.
-pub const fn mode_of(fmode: u32) -> Option<filter_common::Mode> {
+pub const fn mode_of(fmode: u32) -> Option<msfilter_common::Mode> {
     match fmode as i32 {
-        libc::MCAST_INCLUDE => Some(filter_common::Mode::Include),
-        libc::MCAST_EXCLUDE => Some(filter_common::Mode::Exclude),
+        libc::MCAST_INCLUDE => Some(msfilter_common::Mode::Include),
+        libc::MCAST_EXCLUDE => Some(msfilter_common::Mode::Exclude),
         _ => None,
     }
 }
@@ -415,7 +415,7 @@ mod tests {
         let buf = GroupFilterBuf::new(
             7,
             "232.0.0.1".parse().unwrap(),
-            fmode(filter_common::Mode::Include),
+            fmode(msfilter_common::Mode::Include),
             &sources,
         );
         assert_eq!(buf.option_len(), 144 + 2 * 128);
@@ -438,7 +438,7 @@ mod tests {
         let buf = IpMsfilterBuf::new(
             Ipv4Addr::new(232, 0, 0, 1),
             Ipv4Addr::new(10, 0, 0, 9),
-            fmode(filter_common::Mode::Exclude),
+            fmode(msfilter_common::Mode::Exclude),
             &[Ipv4Addr::new(10, 0, 0, 1)],
         );
         assert_eq!(buf.option_len(), 20);
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn modes_convert_both_ways() {
-        for m in [filter_common::Mode::Include, filter_common::Mode::Exclude] {
+        for m in [msfilter_common::Mode::Include, msfilter_common::Mode::Exclude] {
             assert_eq!(mode_of(fmode(m)), Some(m));
         }
         assert_eq!(mode_of(7), None);

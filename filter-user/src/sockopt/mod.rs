@@ -14,7 +14,7 @@
 //! * [`SockoptError`]: the option the kernel refused and its errno (with symbolic names).
 //! * [`Limit`]: the per-namespace limits `igmp_max_msf`, `igmp_max_memberships`,
 //!   `mld_max_msf`.
-//! * [`addr_of`] / [`ip_of`]: [`IpAddr`] ↔ map-key [`Addr`](filter_common::Addr).
+//! * [`addr_of`] / [`ip_of`]: [`IpAddr`] ↔ map-key [`Addr`](msfilter_common::Addr).
 //!
 //! # Which option carries which request
 //!
@@ -50,7 +50,7 @@ use std::{
 
 pub use addr::{addr_of, ip_of};
 pub use errno::{SockoptError, errno_from_name, errno_name};
-pub use filter_common::Mode;
+pub use msfilter_common::Mode;
 pub use limits::{Limit, LimitGuard};
 pub use validate::{InvalidRequest, Role, validate, validate_group, validate_source};
 

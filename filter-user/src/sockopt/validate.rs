@@ -130,7 +130,7 @@ pub fn validate(socket: Family, group: IpAddr, req: &Request) -> Result<(), Inva
 
 #[cfg(test)]
 mod tests {
-    use filter_common::Mode;
+    use msfilter_common::Mode;
 
     use super::*;
 

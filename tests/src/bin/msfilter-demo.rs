@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use serde_json::Value;
-use testbed::{
+use msfilter_testbed::{
     daemon::Daemon,
     netns::Link,
     traffic::{Receiver, Sender},

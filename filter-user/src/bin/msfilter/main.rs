@@ -279,8 +279,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Filter(FilterCommand::Set { at, mode, sources }) => {
             let mode = match mode {
-                ModeArg::Include => filter_common::Mode::Include,
-                ModeArg::Exclude => filter_common::Mode::Exclude,
+                ModeArg::Include => msfilter_common::Mode::Include,
+                ModeArg::Exclude => msfilter_common::Mode::Exclude,
             };
             let mut c = mutate(socket, client).await?;
             let f = c.set_filter(&at.iface, at.group, mode, sources).await?;
