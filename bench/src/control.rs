@@ -5,10 +5,10 @@
 use std::{net::IpAddr, time::Instant};
 
 use anyhow::{Context as _, Result};
-use msfilter_common::Mode;
 use msfilter::client::Client;
-use serde::Serialize;
+use msfilter_common::Mode;
 use msfilter_testbed::{daemon::Daemon, netns::Link};
+use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ControlReport {

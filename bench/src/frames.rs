@@ -2,8 +2,8 @@
 //! behind one 802.1Q tag, with valid checksums so the network stack accepts them too.
 
 use msfilter_common::{Addr, headers::ETH_P_8021Q, maps::ipv4_unmapped};
-use serde::Serialize;
 use msfilter_testbed::packet::{Frame, Ipv4, Ipv6, Upper};
+use serde::Serialize;
 
 /// Frame shapes the benchmark measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -23,13 +23,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use msfilter_common::{Addr, Mode, Reason};
 use msfilter::{
     datapath::{AttachMode, Datapath, GroupFilter, LoadOptions},
     sockopt::{Family, MembershipSocket, OptionSet, Request, addr_of},
 };
-use serde::Serialize;
+use msfilter_common::{Addr, Mode, Reason};
 use msfilter_testbed::netns::{Link, Netns};
+use serde::Serialize;
 
 use crate::{
     frames::{Shape, udp},

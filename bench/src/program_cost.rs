@@ -4,10 +4,10 @@
 //! installed pairs, so lookups do not all hit one cached bucket.
 
 use anyhow::{Result, bail, ensure};
-use msfilter_common::{Addr, GroupKey, Mode, SourceKey, maps::ipv4_mapped};
 use msfilter::datapath::{Capacities, Datapath, GroupFilter, LoadOptions};
-use serde::Serialize;
+use msfilter_common::{Addr, GroupKey, Mode, SourceKey, maps::ipv4_mapped};
 use msfilter_testbed::rng::Rng;
+use serde::Serialize;
 
 use crate::{
     frames::{Shape, udp},

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use msfilter::datapath::{Capacities, Datapath, Installed, LoadOptions};
 use msfilter_common::{
     Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, maps::ipv4_unmapped,
     verdict::verdict,
 };
-use msfilter::datapath::{Capacities, Datapath, Installed, LoadOptions};
 
 use crate::netns::Netns;
 use crate::packet::hex;

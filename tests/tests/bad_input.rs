@@ -8,8 +8,8 @@ use std::{
     time::Duration,
 };
 
-use serde_json::Value;
 use msfilter_testbed::{daemon::Daemon, kernel::source_filters, netns::Link};
+use serde_json::Value;
 
 /// What the daemon and the kernel hold, to compare before and after a refusal.
 fn snapshot(link: &Link, daemon: &Daemon) -> (String, String) {

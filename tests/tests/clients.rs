@@ -5,8 +5,8 @@
 use std::{net::IpAddr, time::Duration};
 
 use msfilter::client::Client;
-use serde_json::Value;
 use msfilter_testbed::{kernel::source_filters, scene::Scene};
+use serde_json::Value;
 use tokio::runtime::Runtime;
 
 const PER_SOURCE: u64 = 20;

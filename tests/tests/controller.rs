@@ -4,8 +4,8 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use serde_json::Value;
 use msfilter_testbed::{kernel::source_filters, scene::Scene};
+use serde_json::Value;
 
 const PER_SOURCE: u64 = 20;
 

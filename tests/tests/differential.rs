@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use msfilter::datapath::{Datapath, GroupFilter};
 use msfilter_common::{
     Addr, GroupKey, Mode, Reason, Verdict,
     headers::{
@@ -25,7 +26,6 @@ use msfilter_common::{
     },
     maps::ipv4_mapped,
 };
-use msfilter::datapath::{Datapath, GroupFilter};
 use msfilter_testbed::{
     model::{judge_model, load_datapath, policy_summary, try_judge_kernel, two_interfaces},
     packet::{Ext, Frame, Ipv4, Ipv6, Network, Upper, hex},

@@ -5,8 +5,8 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use msfilter_common::{Addr, Reason, maps::ipv4_mapped};
 use msfilter::datapath::{AttachMode, Datapath, GroupFilter, LoadOptions};
+use msfilter_common::{Addr, Reason, maps::ipv4_mapped};
 use msfilter_testbed::{
     netns::Link,
     traffic::{Receiver, Sender},

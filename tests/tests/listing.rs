@@ -8,8 +8,8 @@ use std::{
 };
 
 use msfilter::{client::Client, daemon::protocol::ListFilter};
-use serde_json::Value;
 use msfilter_testbed::{daemon::Daemon, netns::Link};
+use serde_json::Value;
 
 const GROUPS: u32 = 50;
 const SOURCES: u32 = 2000;
@@ -31,8 +31,13 @@ fn a_large_table_lists_completely_in_bounded_pages() {
     for g in 0..GROUPS {
         let group: IpAddr = format!("232.60.0.{}", g + 1).parse().unwrap();
         rt.block_on(client.join("rx0", group)).unwrap();
-        rt.block_on(client.set_filter("rx0", group, msfilter_common::Mode::Exclude, sources.clone()))
-            .unwrap();
+        rt.block_on(client.set_filter(
+            "rx0",
+            group,
+            msfilter_common::Mode::Exclude,
+            sources.clone(),
+        ))
+        .unwrap();
     }
 
     // Through the library, 1000 items per page.

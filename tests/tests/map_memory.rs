@@ -3,12 +3,12 @@
 
 use std::time::Instant;
 
+use msfilter::datapath::{Capacities, Datapath, DatapathError, GroupFilter, LoadOptions};
 use msfilter_common::{
     Addr, GroupKey, Mode,
     limits::{self, DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},
     maps::ipv4_mapped,
 };
-use msfilter::datapath::{Capacities, Datapath, DatapathError, GroupFilter, LoadOptions};
 
 const MIB: f64 = 1024.0 * 1024.0;
 

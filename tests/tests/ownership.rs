@@ -5,7 +5,6 @@
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use msfilter::datapath::{AttachMode, netlink};
-use serde_json::Value;
 use msfilter_testbed::{
     daemon::Daemon,
     foreign::{ForeignXdp, Via},
@@ -13,6 +12,7 @@ use msfilter_testbed::{
     netns::Link,
     traffic::{Receiver, Sender},
 };
+use serde_json::Value;
 
 #[test]
 fn another_xdp_program_is_refused_by_name_unless_replaced() {

@@ -6,6 +6,7 @@
 //! Frames arrive on the loopback interface (index 1 in every namespace) unless a test needs
 //! two interfaces, which it creates in a namespace of its own.
 
+use msfilter::datapath::{Datapath, GroupCounters, GroupFilter};
 use msfilter_common::{
     Addr, Counter, GroupKey, Mode, Reason,
     headers::{
@@ -14,7 +15,6 @@ use msfilter_common::{
     },
     maps::ipv4_mapped,
 };
-use msfilter::datapath::{Datapath, GroupCounters, GroupFilter};
 use msfilter_testbed::{
     model::{judge_kernel, judge_model, load_datapath, policy_summary, two_interfaces},
     packet::{

@@ -47,14 +47,7 @@ pub fn run_bin(root: &Path, package: &str, bin: &str, args: &[String]) -> Result
     setup::run(root)?;
     cmd::run(
         bin,
-        cargo(root).args([
-            "build",
-            "--release",
-            "-p",
-            "msfilter",
-            "--bin",
-            "msfilter",
-        ]),
+        cargo(root).args(["build", "--release", "-p", "msfilter", "--bin", "msfilter"]),
     )?;
     cmd::run(
         bin,

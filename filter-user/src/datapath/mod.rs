@@ -22,6 +22,7 @@ use std::{collections::BTreeSet, io, path::PathBuf};
 pub use attach::{AttachMode, Attachment, Replaced};
 use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
 pub use counters::{GroupCounters, ReasonCounters};
+pub use maps::{FilterChange, Installed};
 use msfilter_common::{
     Addr, Mode,
     limits::{
@@ -29,7 +30,6 @@ use msfilter_common::{
         PROGRAM_NAME, REASONS_MAP, SOURCES_MAP,
     },
 };
-pub use maps::{FilterChange, Installed};
 
 /// The XDP object built from `filter-ebpf` by `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/msfilter-xdp"));

@@ -456,7 +456,10 @@ mod tests {
 
     #[test]
     fn modes_convert_both_ways() {
-        for m in [msfilter_common::Mode::Include, msfilter_common::Mode::Exclude] {
+        for m in [
+            msfilter_common::Mode::Include,
+            msfilter_common::Mode::Exclude,
+        ] {
             assert_eq!(mode_of(fmode(m)), Some(m));
         }
         assert_eq!(mode_of(7), None);

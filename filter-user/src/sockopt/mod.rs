@@ -50,8 +50,8 @@ use std::{
 
 pub use addr::{addr_of, ip_of};
 pub use errno::{SockoptError, errno_from_name, errno_name};
-pub use msfilter_common::Mode;
 pub use limits::{Limit, LimitGuard};
+pub use msfilter_common::Mode;
 pub use validate::{InvalidRequest, Role, validate, validate_group, validate_source};
 
 use self::ffi::{GroupFilterBuf, IpMsfilterBuf};

@@ -14,12 +14,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use serde_json::Value;
 use msfilter_testbed::{
     daemon::Daemon,
     netns::Link,
     traffic::{Receiver, Sender},
 };
+use serde_json::Value;
 
 #[derive(Parser)]
 #[command(about = "Show msfilter dropping unwanted multicast sources at XDP")]
