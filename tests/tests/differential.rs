@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use msfilter::datapath::{Datapath, GroupFilter};
+use msfilter::{datapath::Datapath, policy::GroupFilter};
 use msfilter_common::{
     Addr, GroupKey, Mode, Reason, Verdict,
     headers::{
