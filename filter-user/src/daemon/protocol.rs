@@ -353,6 +353,112 @@ mod tests {
         );
     }
 
+    #[test]
+    fn decode_names_the_problem() {
+        let message = |frame: &[u8]| decode_request(frame).unwrap_err().to_string();
+        assert!(message(b"{not json").starts_with("the message is not JSON"));
+        assert_eq!(
+            message(br#"{"request":"stats"}"#),
+            "the message has no protocol version"
+        );
+        assert!(
+            message(br#"{"version":9,"request":"teleport"}"#)
+                .contains("protocol version 9 is not supported")
+        );
+        assert!(
+            message(br#"{"version":1,"request":"teleport"}"#).starts_with("not a valid request")
+        );
+        assert_eq!(
+            decode_request(br#"{"version":1,"request":"stats"}"#).unwrap(),
+            Request::Stats
+        );
+    }
+
+    /// One well-formed request of every kind (every membership op too), as in
+    /// docs/protocol.md.
+    const EVERY_REQUEST: &[&str] = &[
+        r#"{"version":1,"request":"register","client":"market-data","persistent":false}"#,
+        r#"{"version":1,"request":"deregister"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"join"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"leave"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"block","source":"10.0.0.5"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"unblock","source":"10.0.0.5"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"join-source","source":"10.0.0.5"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"leave-source","source":"10.0.0.5"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"ff3e::1","op":"set-filter","mode":"include","sources":["fd00::7"]}"#,
+        r#"{"version":1,"request":"get-filter","iface":"eth1","group":"232.1.1.1","client":"cli"}"#,
+        r#"{"version":1,"request":"list-start","filter":{"iface":"eth1","group":null},"page":4096}"#,
+        r#"{"version":1,"request":"list-next","cursor":1,"page":4096}"#,
+        r#"{"version":1,"request":"list-end","cursor":1}"#,
+        r#"{"version":1,"request":"stats"}"#,
+        r#"{"version":1,"request":"attach","iface":"eth1","mode":"driver","replace":false}"#,
+        r#"{"version":1,"request":"detach","iface":"eth1","keep":false}"#,
+        r#"{"version":1,"request":"owner","iface":"eth1"}"#,
+        r#"{"version":1,"request":"reload"}"#,
+    ];
+
+    /// `json` with `"field": value` added to its top-level object.
+    fn with_field(json: &str, field: &str, value: &str) -> String {
+        format!("{},\"{field}\":{value}}}", json.strip_suffix('}').unwrap())
+    }
+
+    #[test]
+    fn every_documented_request_decodes() {
+        for json in EVERY_REQUEST {
+            decode_request(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_misspelt_field_is_refused_for_every_request_kind() {
+        for json in EVERY_REQUEST {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            let kind = ["request", "op"]
+                .iter()
+                .filter_map(|t| value[t].as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let typo = with_field(json, "kep", "true");
+            match decode_request(typo.as_bytes()) {
+                Err(DecodeError::UnknownField { request, field, .. }) => {
+                    assert_eq!((request.as_str(), field.as_str()), (kind.as_str(), "kep"));
+                }
+                other => panic!("{typo}: {other:?}"),
+            }
+            let message = decode_request(typo.as_bytes()).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("unknown field `kep` in a {kind} request")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn misspelt_fields_are_named_with_the_fields_the_request_has() {
+        let message = |json: &str| decode_request(json.as_bytes()).unwrap_err().to_string();
+        // Taken as a detach without keep, before.
+        assert_eq!(
+            message(r#"{"version":1,"request":"detach","iface":"eth1","kep":true}"#),
+            "unknown field `kep` in a detach request (its fields: iface, keep)"
+        );
+        // Nested: the list filter.
+        assert_eq!(
+            message(r#"{"version":1,"request":"list-start","filter":{"ifcae":"eth1"}}"#),
+            "unknown field `filter.ifcae` in a list-start request (its fields: group, iface)"
+        );
+        // A field of another op: join has no source.
+        assert_eq!(
+            message(
+                r#"{"version":1,"request":"membership","iface":"e","group":"232.1.1.1","op":"join","source":"10.0.0.1"}"#
+            ),
+            "unknown field `source` in a membership join request (its fields: group, iface)"
+        );
+        assert_eq!(
+            message(r#"{"version":1,"request":"stats","verbose":true}"#),
+            "unknown field `verbose` in a stats request (its fields: none)"
+        );
+    }
+
     #[tokio::test]
     async fn frames_round_trip_and_oversized_ones_are_refused() {
         let (mut a, mut b) = tokio::io::duplex(1024);
