@@ -25,24 +25,13 @@ use tokio::net::UnixStream;
 
 use crate::{
     daemon::protocol::{
-        Attached, Detached, Envelope, ErrorReply, FilterView, FrameError, GroupEntry, ListFilter,
-        MAX_RESPONSE_BYTES, MembershipRequest as Op, OwnerView, PROTOCOL_VERSION, Reloaded,
-        Replaced, Reply, Request, Response, StatsView, read_frame, write_frame,
+        AttachOutcome, Detached, Envelope, ErrorReply, FilterView, FrameError, GroupEntry,
+        ListFilter, MAX_RESPONSE_BYTES, MembershipRequest as Op, OwnerView, PROTOCOL_VERSION,
+        Reloaded, Reply, Request, Response, StatsView, read_frame, write_frame,
     },
     datapath::AttachMode,
     policy::Mode,
 };
-
-/// What [`Client::attach`] did. As JSON, the report with `"result": "attached"` or
-/// `"replaced"`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
-pub enum AttachReply {
-    /// The interface is now owned (attached, or a pinned link adopted).
-    Attached(Attached),
-    /// The program of an interface msfilter owned was swapped through its link.
-    Replaced(Replaced),
-}
 
 /// Errors of the library client.
 #[derive(Debug, thiserror::Error)]
@@ -305,7 +294,7 @@ impl Client {
         mode: Option<AttachMode>,
         replace: bool,
         object: Option<&str>,
-    ) -> Result<AttachReply> {
+    ) -> Result<AttachOutcome> {
         let request = Request::Attach {
             iface: iface.to_string(),
             mode,
@@ -313,8 +302,8 @@ impl Client {
             object: object.map(str::to_string),
         };
         match self.request(request).await? {
-            Reply::Attached(a) => Ok(AttachReply::Attached(a)),
-            Reply::Replaced(r) => Ok(AttachReply::Replaced(r)),
+            Reply::Attached(a) => Ok(AttachOutcome::Attached(a)),
+            Reply::Replaced(r) => Ok(AttachOutcome::Replaced(r)),
             other => Err(unexpected(&other)),
         }
     }

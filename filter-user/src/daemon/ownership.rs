@@ -5,21 +5,12 @@ use std::time::UNIX_EPOCH;
 
 use super::{
     controller::{Controller, ControllerError, Ownership, Result},
-    report::{Attached, Detached, OwnerView, Replaced},
+    report::{AttachOutcome, Attached, Detached, OwnerView, Replaced},
 };
 use crate::{
     datapath::AttachMode,
     iface::{self, LinkEvent, xdp},
 };
-
-/// What `attach` did.
-#[derive(Debug)]
-pub enum AttachOutcome {
-    /// The interface is now owned.
-    Attached(Attached),
-    /// The program of an owned interface was swapped.
-    Replaced(Replaced),
-}
 
 impl Controller {
     /// Take ownership of `iface`: fill the maps with its policy, then attach (or adopt a link

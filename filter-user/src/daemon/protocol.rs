@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 pub use super::report::{
-    Attached, AttachmentView, CounterView, Detached, FilterReport, FilterView, GroupEntry,
-    OwnerView, Page, ReasonCount, Reloaded, Replaced, SourceEntry, StatsView,
+    AttachOutcome, Attached, AttachmentView, CounterView, Detached, FilterReport, FilterView,
+    GroupEntry, OwnerView, Page, ReasonCount, Reloaded, Replaced, SourceEntry, StatsView,
 };
 use crate::datapath::AttachMode;
 pub use crate::sockopt::Request as MembershipRequest;

@@ -145,6 +145,17 @@ pub struct Replaced {
     pub new_program: u32,
 }
 
+/// What `attach` did. As JSON (the CLI's `-j`), the report with `"result": "attached"` or
+/// `"replaced"`; on the wire, each is a reply of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum AttachOutcome {
+    /// The interface is now owned (attached, or a pinned link adopted).
+    Attached(Attached),
+    /// The program of an interface msfilter owned was swapped through its link.
+    Replaced(Replaced),
+}
+
 /// An interface released.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Detached {

@@ -25,11 +25,10 @@ use tokio::{
 use super::{
     DaemonError,
     controller::{ConnId, Controller, ControllerError},
-    ownership::AttachOutcome,
     protocol::{
-        DEFAULT_PAGE, DecodeError, ErrorKind, ErrorReply, FilterView, FrameError, ListFilter,
-        MAX_PAGE, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Response, decode_request,
-        read_frame, write_frame,
+        AttachOutcome, DEFAULT_PAGE, DecodeError, ErrorKind, ErrorReply, FilterView, FrameError,
+        ListFilter, MAX_PAGE, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Response,
+        decode_request, read_frame, write_frame,
     },
 };
 use crate::{

@@ -6,11 +6,10 @@ use std::{
     net::IpAddr,
 };
 
-use msfilter::policy::mode_name;
-use msfilter::{
-    client::AttachReply,
-    daemon::protocol::{Detached, FilterView, GroupEntry, OwnerView, Reloaded, StatsView},
+use msfilter::daemon::protocol::{
+    AttachOutcome, Detached, FilterView, GroupEntry, OwnerView, Reloaded, StatsView,
 };
+use msfilter::policy::mode_name;
 use serde::Serialize;
 
 fn describe(filter: Option<&FilterView>) -> String {
@@ -84,9 +83,9 @@ impl Output {
         })
     }
 
-    pub(crate) fn attached(self, reply: &AttachReply) -> io::Result<()> {
+    pub(crate) fn attached(self, reply: &AttachOutcome) -> io::Result<()> {
         self.print(reply, |out| match reply {
-            AttachReply::Attached(a) => writeln!(
+            AttachOutcome::Attached(a) => writeln!(
                 out,
                 "{} {} (index {}) in {} mode: program {}, {} groups, {} sources",
                 if a.adopted { "adopted" } else { "attached to" },
@@ -97,7 +96,7 @@ impl Output {
                 a.groups,
                 a.sources
             ),
-            AttachReply::Replaced(r) => writeln!(
+            AttachOutcome::Replaced(r) => writeln!(
                 out,
                 "{}: program {} replaced by {} through the link",
                 r.iface, r.old_program, r.new_program
