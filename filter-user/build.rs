@@ -1,5 +1,5 @@
 //! Builds the XDP program (`filter-ebpf`) for the BPF target with the nightly toolchain and
-//! leaves it in `OUT_DIR/msfilter-xdp`, where `datapath::loader` embeds it.
+//! leaves it in `OUT_DIR/msfilter-xdp`, where `src/datapath/mod.rs` embeds it (`OBJECT`).
 //!
 //! Needs the nightly's rust-src and bpf-linker: `cargo xtask setup` installs both.
 //! `AYA_BUILD_SKIP=1` skips the eBPF build (for `cargo check`-only setups); an empty

@@ -24,8 +24,9 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use msfilter::{
-    datapath::{AttachMode, Datapath, GroupFilter, LoadOptions},
-    sockopt::{Family, MembershipSocket, OptionSet, Request, addr_of},
+    datapath::{AttachMode, Datapath, LoadOptions},
+    policy::GroupFilter,
+    sockopt::{Family, MembershipSocket, Request, addr_of},
 };
 use msfilter_common::{Addr, Mode, Reason};
 use msfilter_testbed::netns::{Link, Netns};
@@ -205,13 +206,9 @@ fn app_socket(
     }
     let fd: OwnedFd = socket.try_clone()?.into();
     let membership = MembershipSocket::from_socket(fd, Family::of(group), ifindex);
-    membership.apply(group, &Request::JoinGroup, OptionSet::ProtocolIndependent)?;
+    membership.apply(group, &Request::JoinGroup)?;
     if let Some(source) = block {
-        membership.apply(
-            group,
-            &Request::BlockSource(source),
-            OptionSet::ProtocolIndependent,
-        )?;
+        membership.apply(group, &Request::BlockSource { source })?;
     }
     Ok((socket, membership))
 }
@@ -298,10 +295,7 @@ impl Bed {
                     addr_of(self.group),
                     Some(GroupFilter::new(Mode::Exclude, [listed])),
                 )?;
-                ns.run(|| {
-                    dp.attach(&rx.to_string(), Some(AttachMode::Driver), false)
-                        .map(|_| ())
-                })?;
+                ns.run(|| dp.attach(rx, Some(AttachMode::Driver), false).map(|_| ()))?;
                 Setup::Msfilter(Box::new(dp))
             }
             Variant::Nftables => {

@@ -4,7 +4,10 @@
 //! installed pairs, so lookups do not all hit one cached bucket.
 
 use anyhow::{Result, bail, ensure};
-use msfilter::datapath::{Capacities, Datapath, GroupFilter, LoadOptions};
+use msfilter::{
+    datapath::{Capacities, Datapath, LoadOptions},
+    policy::GroupFilter,
+};
 use msfilter_common::{Addr, GroupKey, Mode, SourceKey, maps::ipv4_mapped};
 use msfilter_testbed::rng::Rng;
 use serde::Serialize;

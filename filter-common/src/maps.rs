@@ -14,6 +14,8 @@ pub type Addr = [u8; 16];
 /// Filter mode of a group on an interface (RFC 3376 §3.2 / RFC 3810 §4.2).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "user", serde(rename_all = "lowercase"))]
 pub enum Mode {
     /// Only the listed sources are wanted; every other source is dropped.
     Include = 0,

@@ -21,12 +21,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use msfilter_common::Mode;
 use tokio::net::UnixStream;
 
-use crate::daemon::protocol::{
-    Envelope, ErrorReply, FilterView, FrameError, GroupEntry, ListFilter, MAX_RESPONSE_BYTES, Op,
-    PROTOCOL_VERSION, Reply, Request, Response, StatsView, read_frame, write_frame,
+use crate::{
+    daemon::protocol::{
+        AttachOutcome, Detached, Envelope, ErrorReply, FilterView, FrameError, GroupEntry,
+        ListFilter, MAX_RESPONSE_BYTES, MembershipRequest as Op, OwnerView, PROTOCOL_VERSION,
+        Reloaded, Reply, Request, Response, StatsView, read_frame, write_frame,
+    },
+    datapath::AttachMode,
+    policy::Mode,
 };
 
 /// Errors of the library client.
@@ -62,7 +66,6 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 /// A connection to the daemon, registered or not.
 pub struct Client {
     stream: UnixStream,
-    handle: Option<u64>,
 }
 
 impl Client {
@@ -75,10 +78,7 @@ impl Client {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Self {
-            stream,
-            handle: None,
-        })
+        Ok(Self { stream })
     }
 
     /// Register a client named `name` whose memberships end with this value.
@@ -101,17 +101,9 @@ impl Client {
             })
             .await?
         {
-            Reply::Registered { handle } => {
-                c.handle = Some(handle);
-                Ok(c)
-            }
+            Reply::Registered { .. } => Ok(c),
             other => Err(unexpected(&other)),
         }
-    }
-
-    /// The registration's handle.
-    pub const fn handle(&self) -> Option<u64> {
-        self.handle
     }
 
     /// Send any request and wait for its reply.
@@ -166,12 +158,12 @@ impl Client {
 
     /// Join `group` on `iface` for any source. Returns the resulting filter.
     pub async fn join(&mut self, iface: &str, group: IpAddr) -> Result<Option<FilterView>> {
-        self.membership(iface, group, Op::Join).await
+        self.membership(iface, group, Op::JoinGroup).await
     }
 
     /// Leave `group` on `iface` (and every source with it).
     pub async fn leave(&mut self, iface: &str, group: IpAddr) -> Result<Option<FilterView>> {
-        self.membership(iface, group, Op::Leave).await
+        self.membership(iface, group, Op::LeaveGroup).await
     }
 
     /// Stop receiving `source` on an any-source membership.
@@ -181,7 +173,8 @@ impl Client {
         group: IpAddr,
         source: IpAddr,
     ) -> Result<Option<FilterView>> {
-        self.membership(iface, group, Op::Block { source }).await
+        self.membership(iface, group, Op::BlockSource { source })
+            .await
     }
 
     /// Receive `source` again on an any-source membership.
@@ -191,7 +184,8 @@ impl Client {
         group: IpAddr,
         source: IpAddr,
     ) -> Result<Option<FilterView>> {
-        self.membership(iface, group, Op::Unblock { source }).await
+        self.membership(iface, group, Op::UnblockSource { source })
+            .await
     }
 
     /// Receive `source` on a controlled-source (INCLUDE) membership.
@@ -201,7 +195,7 @@ impl Client {
         group: IpAddr,
         source: IpAddr,
     ) -> Result<Option<FilterView>> {
-        self.membership(iface, group, Op::JoinSource { source })
+        self.membership(iface, group, Op::JoinSourceGroup { source })
             .await
     }
 
@@ -212,7 +206,7 @@ impl Client {
         group: IpAddr,
         source: IpAddr,
     ) -> Result<Option<FilterView>> {
-        self.membership(iface, group, Op::LeaveSource { source })
+        self.membership(iface, group, Op::LeaveSourceGroup { source })
             .await
     }
 
@@ -224,15 +218,8 @@ impl Client {
         mode: Mode,
         sources: Vec<IpAddr>,
     ) -> Result<Option<FilterView>> {
-        self.membership(
-            iface,
-            group,
-            Op::SetFilter {
-                mode: mode.into(),
-                sources,
-            },
-        )
-        .await
+        self.membership(iface, group, Op::SetFilter { mode, sources })
+            .await
     }
 
     /// This client's filter (as the kernel holds it) and the interface's merged filter.
@@ -260,9 +247,7 @@ impl Client {
             })
             .await?
         {
-            Reply::Filter {
-                client, interface, ..
-            } => Ok((client, interface)),
+            Reply::Filter(report) => Ok((report.client, report.interface)),
             other => Err(unexpected(&other)),
         }
     }
@@ -277,9 +262,9 @@ impl Client {
         let mut reply = self.request(Request::ListStart { filter, page }).await?;
         loop {
             match reply {
-                Reply::Page { entries, cursor } => {
-                    visit(entries);
-                    match cursor {
+                Reply::Page(next) => {
+                    visit(next.entries);
+                    match next.cursor {
                         Some(cursor) => {
                             reply = self.request(Request::ListNext { cursor, page }).await?;
                         }
@@ -295,6 +280,62 @@ impl Client {
     pub async fn stats(&mut self) -> Result<StatsView> {
         match self.request(Request::Stats).await? {
             Reply::Stats(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Take ownership of `iface`: its entries are written, then the program is attached
+    /// (`mode`: driver or skb; `None`: driver, falling back to skb). With `replace`, another
+    /// XDP program there is replaced, and on an interface msfilter owns its program is swapped
+    /// through the link (for `object`, an XDP object file the daemon reads, or its own).
+    pub async fn attach(
+        &mut self,
+        iface: &str,
+        mode: Option<AttachMode>,
+        replace: bool,
+        object: Option<&str>,
+    ) -> Result<AttachOutcome> {
+        let request = Request::Attach {
+            iface: iface.to_string(),
+            mode,
+            replace,
+            object: object.map(str::to_string),
+        };
+        match self.request(request).await? {
+            Reply::Attached(a) => Ok(AttachOutcome::Attached(a)),
+            Reply::Replaced(r) => Ok(AttachOutcome::Replaced(r)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Release `iface`: detach the program and delete its entries, or with `keep` leave it
+    /// enforcing the last policy.
+    pub async fn detach(&mut self, iface: &str, keep: bool) -> Result<Detached> {
+        let request = Request::Detach {
+            iface: iface.to_string(),
+            keep,
+        };
+        match self.request(request).await? {
+            Reply::Detached(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Who runs XDP on `iface`.
+    pub async fn owner(&mut self, iface: &str) -> Result<OwnerView> {
+        let request = Request::Owner {
+            iface: iface.to_string(),
+        };
+        match self.request(request).await? {
+            Reply::Owner(o) => Ok(o),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Have the daemon read its configuration file again and apply the difference.
+    pub async fn reload(&mut self) -> Result<Reloaded> {
+        match self.request(Request::Reload).await? {
+            Reply::Reloaded(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
     }

@@ -8,5 +8,6 @@
 pub mod client;
 pub mod daemon;
 pub mod datapath;
+pub mod iface;
 pub mod policy;
 pub mod sockopt;

@@ -9,9 +9,10 @@
 //! detaches: the link by closing its descriptor, the netlink attachment by `RTM_SETLINK`
 //! with `IFLA_XDP_FD = -1`, on the condition that the program there is still this one.
 //!
-//! Loading the program and creating the bpf_link are this module's own `bpf(2)` calls; the
-//! netlink attachment and its removal use msfilter's [`RouteSocket`], the same request
-//! msfilter sends to take over or release a netlink-attached program.
+//! Loading the program and creating the bpf_link are this module's own `bpf(2)` calls, with
+//! the commands, attributes and flags of aya's generated kernel bindings; the netlink
+//! attachment and its removal use msfilter's [`RouteSocket`], the same request msfilter
+//! sends to take over or release a netlink-attached program.
 
 use std::{
     ffi::c_int,
@@ -20,20 +21,11 @@ use std::{
     os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
 };
 
-use msfilter::datapath::{
-    AttachMode,
-    netlink::{RouteSocket, XdpAttachedMode},
-    sys::bpf,
+use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type};
+use msfilter::{
+    datapath::{AttachMode, sys::bpf},
+    iface::xdp::{RouteSocket, XdpAttachedMode},
 };
-
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_XDP: u32 = 37;
-
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 /// `r0 = 2 (XDP_PASS); exit`, as `struct bpf_insn`s: opcode, registers, offset, immediate.
 const PROGRAM: [u64; 2] = [
@@ -86,10 +78,7 @@ impl ForeignXdp {
     pub fn attach(name: &str, ifindex: u32, via: Via, mode: AttachMode) -> io::Result<Self> {
         let program = load(name)?;
         let prog_id = program_id(&program)?;
-        let flags = match mode {
-            AttachMode::Driver => XDP_FLAGS_DRV_MODE,
-            AttachMode::Skb => XDP_FLAGS_SKB_MODE,
-        };
+        let flags = xdp_mode(mode).flag().expect("one mode");
         let (attachment, link_id) = match via {
             Via::Link => {
                 let link = link_create(&program, ifindex, flags)?;
@@ -140,41 +129,16 @@ impl Drop for ForeignXdp {
     }
 }
 
-/// `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`.
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
+/// `union bpf_attr`, all zeroes (what every command expects of the members it ignores).
+fn zeroed_attr() -> bpf_attr {
+    // SAFETY: bpf_attr is a union of plain-data structures; all zeroes is valid for each.
+    unsafe { std::mem::zeroed() }
 }
 
-/// `union bpf_attr` for `BPF_LINK_CREATE` (the XDP part: no extra fields).
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreateAttr {
-    prog_fd: u32,
-    target_ifindex: u32,
-    attach_type: u32,
-    flags: u32,
-}
-
-/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
-#[repr(C)]
-#[derive(Default)]
-struct InfoAttr {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
+fn bpf_call(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<libc::c_long> {
+    // SAFETY: every caller fills the members `cmd` reads, with pointers that live for the
+    // call.
+    unsafe { bpf(cmd as libc::c_long, attr) }
 }
 
 /// A descriptor the kernel just returned.
@@ -197,17 +161,19 @@ fn load(name: &str) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let mut prog_name = [0u8; 16];
     prog_name[..name.len()].copy_from_slice(name.as_bytes());
-    let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
-        insn_cnt: PROGRAM.len() as u32,
-        insns: PROGRAM.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name,
-        ..ProgLoadAttr::default()
-    };
-    // SAFETY: a program-load attribute pointing at `PROGRAM`, the license and the name,
-    // all alive for the call.
-    unsafe { bpf(BPF_PROG_LOAD, &mut attr) }
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain-data members of the program-load part of the union.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_XDP as u32;
+    load.insn_cnt = PROGRAM.len() as u32;
+    load.insns = PROGRAM.as_ptr() as u64;
+    load.license = license.as_ptr() as u64;
+    for (d, s) in load.prog_name.iter_mut().zip(prog_name) {
+        *d = s as libc::c_char;
+    }
+    // A program-load attribute pointing at `PROGRAM` and the license, both alive for the
+    // call.
+    bpf_call(bpf_cmd::BPF_PROG_LOAD, &mut attr)
         .map(owned)
         .map_err(|e| io::Error::new(e.kind(), format!("BPF_PROG_LOAD of {name}: {e}")))
 }
@@ -215,13 +181,12 @@ fn load(name: &str) -> io::Result<OwnedFd> {
 /// The kernel id of a program or link: the second `u32` of both info structs.
 fn object_id(fd: &OwnedFd, what: &str) -> io::Result<u32> {
     let mut info = [0u32; 2];
-    let mut attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: size_of::<[u32; 2]>() as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: an info attribute pointing at `info`, whose length it gives.
-    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }
+    let mut attr = zeroed_attr();
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info_len = size_of::<[u32; 2]>() as u32;
+    attr.info.info = info.as_mut_ptr() as u64;
+    // An info attribute pointing at `info`, whose length it gives.
+    bpf_call(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)
         .map_err(|e| io::Error::new(e.kind(), format!("BPF_OBJ_GET_INFO_BY_FD ({what}): {e}")))?;
     Ok(info[1])
 }
@@ -235,14 +200,13 @@ fn link_id(link: &OwnedFd) -> io::Result<u32> {
 }
 
 fn link_create(program: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
-    let mut attr = LinkCreateAttr {
-        prog_fd: program.as_raw_fd() as u32,
-        target_ifindex: ifindex,
-        attach_type: BPF_XDP,
-        flags,
-    };
-    // SAFETY: a link-create attribute with live program descriptor, no pointers.
-    unsafe { bpf(BPF_LINK_CREATE, &mut attr) }
+    let mut attr = zeroed_attr();
+    attr.link_create.__bindgen_anon_1.prog_fd = program.as_raw_fd() as u32;
+    attr.link_create.__bindgen_anon_2.target_ifindex = ifindex;
+    attr.link_create.attach_type = bpf_attach_type::BPF_XDP as u32;
+    attr.link_create.flags = flags;
+    // A link-create attribute with a live program descriptor, no pointers.
+    bpf_call(bpf_cmd::BPF_LINK_CREATE, &mut attr)
         .map(owned)
         .map_err(|e| {
             io::Error::new(

@@ -14,7 +14,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use msfilter::sockopt::{Family, OptionSet, Request};
+use msfilter::sockopt::{Family, Request};
 
 use crate::netns::Netns;
 
@@ -96,8 +96,9 @@ pub fn all_source_filters(ns: &Netns, device: &str, ipv4: bool) -> Vec<SourceFil
             probe
                 .apply(
                     probe_group,
-                    &Request::JoinSourceGroup(probe_source),
-                    OptionSet::default(),
+                    &Request::JoinSourceGroup {
+                        source: probe_source,
+                    },
                 )
                 .map_err(io::Error::other)?;
             let text = std::fs::read_to_string(format!(

@@ -7,6 +7,8 @@
 //! * [`capture`]: IGMPv3/MLDv2 reports captured from an interface.
 //! * [`foreign`]: an XDP program msfilter did not load, attached through a link or netlink.
 //! * [`kernel`]: the kernel's own view of multicast filters (`/proc/net/mcfilter*`).
+//! * [`option_sets`]: requests as msfilter's `MCAST_*` options or the family-specific ones,
+//!   validated or not: the kernel oracle of the sequence and equivalence tests.
 //! * [`sequences`]: scripted membership sequences with the kernel's measured outcomes.
 //! * [`packet`]: frames built field by field, for verdict tests.
 //! * [`rng`]: a seeded generator, so generated tests are reproducible.
@@ -17,6 +19,7 @@ pub mod foreign;
 pub mod kernel;
 pub mod model;
 pub mod netns;
+pub mod option_sets;
 pub mod packet;
 pub mod rng;
 pub mod scene;

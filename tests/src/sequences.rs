@@ -8,7 +8,7 @@
 //! [`SequenceOutcome`]: every step's result and every group's final filter. The daemon's
 //! tests replay the same sequences through the daemon and compare outcome for outcome.
 //!
-//! The expectations mirror `NOTES.md` §2 as measured on the kernel; where the two ever
+//! The expectations mirror docs/kernel.md as measured on the kernel; where the two ever
 //! disagree, the kernel wins and the table says so in the template's `about`.
 //!
 //! Sequences that need one socket to hold many groups (`igmp_max_memberships`) do not fit
@@ -57,11 +57,14 @@ use std::{
 };
 
 use msfilter::sockopt::{
-    ApplyError, Family, Limit, LimitGuard, MembershipSocket, Mode, OptionSet, Request,
-    errno_from_name, errno_name,
+    ApplyError, Family, Limit, LimitGuard, MembershipSocket, Mode, Request, errno_from_name,
+    errno_name,
 };
 
-use crate::netns::Netns;
+use crate::{
+    netns::Netns,
+    option_sets::{OptionSet, OptionSets as _},
+};
 
 /// An interface index that no test namespace has (for the missing-interface sequences).
 pub const MISSING_IFINDEX: u32 = 999_999;
@@ -417,7 +420,7 @@ fn run(seq: &Sequence, ifindex: u32, kernel_only: bool) -> SequenceOutcome {
                     .apply_unchecked(group, &step.request, step.set)
                     .map_err(ApplyError::from)
             } else {
-                socket.apply(group, &step.request, step.set)
+                socket.apply_with(group, &step.request, step.set)
             };
             StepOutcome::of(result)
         })
@@ -622,10 +625,10 @@ impl Template {
                 }
                 "join" => Request::JoinGroup,
                 "leave" => Request::LeaveGroup,
-                "block" => one_source(Request::BlockSource)?,
-                "unblock" => one_source(Request::UnblockSource)?,
-                "join-source" => one_source(Request::JoinSourceGroup)?,
-                "leave-source" => one_source(Request::LeaveSourceGroup)?,
+                "block" => one_source(|source| Request::BlockSource { source })?,
+                "unblock" => one_source(|source| Request::UnblockSource { source })?,
+                "join-source" => one_source(|source| Request::JoinSourceGroup { source })?,
+                "leave-source" => one_source(|source| Request::LeaveSourceGroup { source })?,
                 "filter" => {
                     let (mode, sources) =
                         parse_filter(args, family).map_err(|e| format!("`{line}`: {e}"))?;
@@ -819,7 +822,7 @@ fn sources_upto(n: u32) -> String {
 pub fn templates() -> Vec<Template> {
     use LimitRole::MaxSources;
     let mut v = vec![
-        // --- Misordered: requests that need a prior join (NOTES §2 row 1). ---
+        // --- Misordered: requests that need a prior join (docs/kernel.md, first row). ---
         t(
             "block-without-join",
             "block before any join: no membership to filter",
@@ -1513,7 +1516,12 @@ mod tests {
         .instantiate()[1];
         assert_eq!(seq.name, "x/v4/fs");
         assert_eq!(seq.group_addr("G"), v4(232, 1, 1, 1));
-        assert_eq!(seq.steps[0].request, Request::BlockSource(v4(10, 77, 1, 2)));
+        assert_eq!(
+            seq.steps[0].request,
+            Request::BlockSource {
+                source: v4(10, 77, 1, 2)
+            }
+        );
         assert_eq!(seq.steps[0].set, OptionSet::FamilySpecific);
         assert_eq!(seq.steps[0].expect, Expect::Errno("EADDRNOTAVAIL"));
         assert_eq!(
@@ -1528,7 +1536,9 @@ mod tests {
         assert_eq!(v6seq.name, "y/v6/mixed");
         assert_eq!(
             v6seq.steps[0].request,
-            Request::JoinSourceGroup("fd77:1::1".parse().unwrap())
+            Request::JoinSourceGroup {
+                source: "fd77:1::1".parse().unwrap()
+            }
         );
         assert_eq!(v6seq.group_addr("G"), "ff3e::1".parse::<IpAddr>().unwrap());
     }

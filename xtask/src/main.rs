@@ -34,7 +34,7 @@ enum Command {
     },
     /// Set up, then build and run every test (needs root: network namespaces and BPF).
     Test {
-        /// Arguments for `cargo test`, after `--` (e.g. `-- --test end_to_end`).
+        /// Arguments for `cargo test`, after `--` (e.g. `-- --test integration end_to_end::`).
         #[arg(last = true)]
         args: Vec<String>,
     },

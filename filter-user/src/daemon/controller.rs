@@ -9,9 +9,15 @@
 //! request that arrives while an interface is being attached waits for the attach.
 //! Ownership lives in `ownership.rs`, start-up, persistence, configuration and shut-down in
 //! `lifecycle.rs`.
+//!
+//! The controller speaks in the daemon's own terms: it takes interface names (resolved here,
+//! so only indexes go on to the datapath) and requests of the socket-option layer, and
+//! returns what it did as reports (`report.rs`) or a [`ControllerError`]. The server turns
+//! both into the wire protocol.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    io,
     net::IpAddr,
     ops::Bound,
 };
@@ -19,21 +25,81 @@ use std::{
 use msfilter_common::{Addr, GroupKey, Reason, Verdict};
 
 use super::{
-    config::Config,
-    explain::{Refused, kernel_error},
-    protocol::{
-        AttachmentView, CounterView, ErrorKind, ErrorReply, FilterMode, FilterView, GroupEntry,
-        ListFilter, Op, Reply, SourceEntry, StatsView,
+    config::{Config, ConfigErrors},
+    explain::{Refused, explain},
+    report::{
+        AttachmentView, CounterView, FilterReport, FilterView, GroupEntry, Page, ReasonCount,
+        SourceEntry, StatsView,
     },
     state::StateStore,
 };
 use crate::{
-    datapath::{
-        AttachMode, Datapath, DatapathError, GroupFilter, interface_name, resolve_interface,
+    datapath::{AttachMode, Datapath, DatapathError},
+    iface::{self, NoSuchInterface},
+    policy::{ClientId, GroupFilter, Memberships, Mode},
+    sockopt::{
+        self, ApplyError, Family, InvalidRequest, MembershipSocket, Request, SockoptError, addr_of,
+        ip_of,
     },
-    policy::{ClientId, Memberships},
-    sockopt::{self, Family, MembershipSocket, OptionSet, addr_of, ip_of},
 };
+
+/// Why the controller refused or could not complete a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    // The request is wrong in itself; nothing was tried.
+    #[error(transparent)]
+    Interface(#[from] NoSuchInterface),
+    #[error(transparent)]
+    Request(#[from] InvalidRequest),
+    #[error("a client name is 1 to 64 printable characters")]
+    ClientName,
+    #[error("the client name {CONFIG_CLIENT} is reserved for the configuration file")]
+    ReservedName,
+    #[error(
+        "{iface} runs in {current} mode; a replacement keeps the mode (detach and attach to \
+         change it)"
+    )]
+    ModeChange { iface: String, current: AttachMode },
+    #[error("--object replaces msfilter's program on an interface it owns; attach first")]
+    ObjectWithoutOwner,
+    #[error("reading {path}: {source}")]
+    ReadObject {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}; the running policy stays")]
+    Config(ConfigErrors),
+    /// The kernel refused the socket option: what it means for this request.
+    #[error("{message}")]
+    Kernel {
+        error: SockoptError,
+        message: String,
+    },
+    /// A socket option the controller set on its own (restoring, configuring).
+    #[error(transparent)]
+    Socket(#[from] ApplyError),
+    // The maps or the attachment could not follow.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("{0}; the request was undone")]
+    Undone(#[source] DatapathError),
+    #[error("{0}")]
+    XdpQuery(#[source] io::Error),
+    // The request does not fit the daemon's state.
+    #[error("register first")]
+    NotRegistered,
+    #[error("no enumeration {0} on this connection")]
+    NoEnumeration(u64),
+    #[error("msfilter already owns {iface} ({mode} mode); attach --replace swaps its program")]
+    AlreadyOwned { iface: String, mode: AttachMode },
+    #[error("msfilter does not own {0}")]
+    NotOwned(String),
+    #[error("the daemon was started without --config")]
+    NoConfig,
+}
+
+pub type Result<T, E = ControllerError> = std::result::Result<T, E>;
 
 /// A connection's identity, for enumeration cursors.
 pub type ConnId = u64;
@@ -108,36 +174,6 @@ pub struct Controller {
     pub(super) keep_on_exit: bool,
 }
 
-pub(super) fn invalid(message: impl Into<String>) -> ErrorReply {
-    ErrorReply::new(ErrorKind::Invalid, message)
-}
-
-pub(super) fn datapath_error(e: &DatapathError) -> ErrorReply {
-    ErrorReply::new(ErrorKind::Datapath, e.to_string())
-}
-
-fn view(filter: &GroupFilter) -> FilterView {
-    FilterView {
-        mode: filter.mode.into(),
-        sources: filter.sources.iter().map(ip_of).collect(),
-    }
-}
-
-fn to_sockopt(op: &Op) -> sockopt::Request {
-    match op {
-        Op::Join => sockopt::Request::JoinGroup,
-        Op::Leave => sockopt::Request::LeaveGroup,
-        Op::Block { source } => sockopt::Request::BlockSource(*source),
-        Op::Unblock { source } => sockopt::Request::UnblockSource(*source),
-        Op::JoinSource { source } => sockopt::Request::JoinSourceGroup(*source),
-        Op::LeaveSource { source } => sockopt::Request::LeaveSourceGroup(*source),
-        Op::SetFilter { mode, sources } => sockopt::Request::SetFilter {
-            mode: (*mode).into(),
-            sources: sources.clone(),
-        },
-    }
-}
-
 /// What the kernel says a socket holds for `group` (`None`: not a member).
 pub(super) fn read_back(socket: &MembershipSocket, group: IpAddr) -> Option<GroupFilter> {
     match socket.filter(group) {
@@ -171,14 +207,12 @@ impl Controller {
     }
 
     /// Register a client. A persistent client with this name already present is resumed.
-    pub fn register(&mut self, name: &str, persistent: bool) -> Result<ClientId, ErrorReply> {
+    pub fn register(&mut self, name: &str, persistent: bool) -> Result<ClientId> {
         if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-            return Err(invalid("a client name is 1 to 64 printable characters"));
+            return Err(ControllerError::ClientName);
         }
         if name == CONFIG_CLIENT {
-            return Err(invalid(format!(
-                "the client name {CONFIG_CLIENT} is reserved for the configuration file"
-            )));
+            return Err(ControllerError::ReservedName);
         }
         Ok(self.register_unchecked(name, persistent))
     }
@@ -208,9 +242,9 @@ impl Controller {
     }
 
     /// Undo every membership of a client and forget it. Returns how many memberships ended.
-    pub fn deregister(&mut self, client: ClientId) -> Result<u32, ErrorReply> {
+    pub fn deregister(&mut self, client: ClientId) -> Result<u32> {
         let Some(state) = self.clients.remove(&client) else {
-            return Err(ErrorReply::new(ErrorKind::State, "not registered"));
+            return Err(ControllerError::NotRegistered);
         };
         if state.persistent {
             self.persistent.remove(&state.name);
@@ -258,7 +292,7 @@ impl Controller {
 
     /// Whether a membership on this interface may attach the program (it was not released).
     fn may_attach(&self, ifindex: u32) -> bool {
-        interface_name(ifindex)
+        iface::name_of(ifindex)
             .is_some_and(|n| !self.released.contains(&n) && !self.kept.contains(&n))
     }
 
@@ -318,10 +352,7 @@ impl Controller {
     ) -> Result<(), DatapathError> {
         let desired = self.memberships.desired(self.keys_of(ifindex));
         self.datapath.set_filters(desired)?;
-        match self
-            .datapath
-            .attach(&ifindex.to_string(), mode, replace_foreign)
-        {
+        match self.datapath.attach(ifindex, mode, replace_foreign) {
             Ok(a) => {
                 let name = a.iface.clone();
                 self.owned.entry(name).or_insert(mode);
@@ -342,16 +373,17 @@ impl Controller {
         }
     }
 
-    /// Apply one membership request for `client`. A persistent client left without
-    /// memberships afterwards is forgotten, whatever the outcome.
+    /// Apply one membership request for `client`; returns the client's filter afterwards
+    /// (`None`: no longer a member). A persistent client left without memberships afterwards
+    /// is forgotten, whatever the outcome.
     pub fn membership(
         &mut self,
         client: ClientId,
         iface: &str,
         group: IpAddr,
-        op: &Op,
-    ) -> Result<Reply, ErrorReply> {
-        let result = self.apply_membership(client, iface, group, op);
+        request: &Request,
+    ) -> Result<Option<GroupFilter>> {
+        let result = self.apply_membership(client, iface, group, request);
         let persistent = self.clients.get(&client).is_some_and(|c| c.persistent);
         self.forget_if_idle(client);
         if persistent {
@@ -365,36 +397,37 @@ impl Controller {
         client: ClientId,
         iface: &str,
         group: IpAddr,
-        op: &Op,
-    ) -> Result<Reply, ErrorReply> {
+        request: &Request,
+    ) -> Result<Option<GroupFilter>> {
         if !self.clients.contains_key(&client) {
-            return Err(ErrorReply::new(ErrorKind::State, "register first"));
+            return Err(ControllerError::NotRegistered);
         }
-        let (ifindex, iface) = resolve_interface(iface).map_err(|e| invalid(e.to_string()))?;
+        let iface = iface::resolve(iface)?;
         let family = Family::of(group);
-        let request = to_sockopt(op);
-        sockopt::validate(family, group, &request).map_err(|e| invalid(e.to_string()))?;
+        // The one validation: the socket is given the request as it stands.
+        sockopt::validate(family, group, request)?;
 
-        let key = GroupKey::new(ifindex, addr_of(group));
+        let key = GroupKey::new(iface.index, addr_of(group));
         let before = self.memberships.get(client, &key).cloned();
+        let refused = |error: SockoptError, before: Option<&GroupFilter>| {
+            explain(
+                error,
+                &Refused {
+                    request,
+                    group,
+                    iface: &iface.name,
+                    before,
+                },
+            )
+        };
         let sockets = &mut self.clients.get_mut(&client).expect("checked").sockets;
         let socket = match sockets.remove(&key) {
             Some(socket) => socket,
-            None => MembershipSocket::open(family, ifindex).map_err(|e| {
-                kernel_error(
-                    &e,
-                    &Refused {
-                        op,
-                        group,
-                        iface: &iface,
-                        before: None,
-                    },
-                )
-            })?,
+            None => MembershipSocket::open(family, iface.index).map_err(|e| refused(e, None))?,
         };
-        let outcome = socket.apply(group, &request, OptionSet::ProtocolIndependent);
+        let outcome = socket.set_option(group, request);
         // Mirror what the kernel now holds, whatever the outcome: some refusals still change
-        // the socket's filter (NOTES.md §2), and the model must follow the kernel.
+        // the socket's filter (docs/kernel.md), and the model must follow the kernel.
         let after = read_back(&socket, group);
         if after.is_some() {
             sockets.insert(key, socket);
@@ -403,26 +436,10 @@ impl Controller {
 
         if let Err(e) = self.sync(&[key], true) {
             self.restore(client, key, group, before.as_ref());
-            let mut reply = datapath_error(&e);
-            reply.message.push_str("; the request was undone");
-            return Err(reply);
+            return Err(ControllerError::Undone(e));
         }
-
-        match outcome {
-            Ok(()) => Ok(Reply::Applied {
-                filter: after.as_ref().map(view),
-            }),
-            Err(sockopt::ApplyError::Invalid(e)) => Err(invalid(e.to_string())),
-            Err(sockopt::ApplyError::Kernel(e)) => Err(kernel_error(
-                &e,
-                &Refused {
-                    op,
-                    group,
-                    iface: &iface,
-                    before: before.as_ref(),
-                },
-            )),
-        }
+        outcome.map_err(|e| refused(e, before.as_ref()))?;
+        Ok(after)
     }
 
     /// Make a client's socket for (`ifindex`, `group`) hold exactly `want` (`None`: no
@@ -434,12 +451,12 @@ impl Controller {
         ifindex: u32,
         group: IpAddr,
         want: Option<&GroupFilter>,
-    ) -> Result<Option<GroupFilter>, String> {
+    ) -> Result<Option<GroupFilter>> {
         let key = GroupKey::new(ifindex, addr_of(group));
         let sockets = &mut self
             .clients
             .get_mut(&client)
-            .ok_or_else(|| "no such client".to_string())?
+            .ok_or(ControllerError::NotRegistered)?
             .sockets;
         let Some(want) = want else {
             sockets.remove(&key);
@@ -449,30 +466,24 @@ impl Controller {
         let socket = match sockets.remove(&key) {
             Some(s) => s,
             None => {
-                let s = MembershipSocket::open(Family::of(group), ifindex)
-                    .map_err(|e| e.to_string())?;
-                s.apply(
-                    group,
-                    &sockopt::Request::JoinGroup,
-                    OptionSet::ProtocolIndependent,
-                )
-                .map_err(|e| e.to_string())?;
+                let s =
+                    MembershipSocket::open(Family::of(group), ifindex).map_err(ApplyError::from)?;
+                s.apply(group, &Request::JoinGroup)?;
                 s
             }
         };
-        let request = sockopt::Request::SetFilter {
+        let request = Request::SetFilter {
             mode: want.mode,
             sources: want.sources.iter().map(ip_of).collect(),
         };
-        let outcome = socket
-            .apply(group, &request, OptionSet::ProtocolIndependent)
-            .map_err(|e| e.to_string());
+        let outcome = socket.apply(group, &request);
         let now = read_back(&socket, group);
         if now.is_some() {
             sockets.insert(key, socket);
         }
         self.memberships.set(client, key, now.clone());
-        outcome.map(|()| now)
+        outcome?;
+        Ok(now)
     }
 
     /// Put a client's socket for `key` back to `before` after the datapath could not follow.
@@ -509,33 +520,32 @@ impl Controller {
         client: Option<ClientId>,
         iface: &str,
         group: IpAddr,
-    ) -> Result<Reply, ErrorReply> {
-        let (ifindex, iface) = resolve_interface(iface).map_err(|e| invalid(e.to_string()))?;
-        sockopt::validate(Family::of(group), group, &sockopt::Request::JoinGroup)
-            .map_err(|e| invalid(e.to_string()))?;
-        let key = GroupKey::new(ifindex, addr_of(group));
+    ) -> Result<FilterReport> {
+        let iface = iface::resolve(iface)?;
+        sockopt::validate_group(Family::of(group), group)?;
+        let key = GroupKey::new(iface.index, addr_of(group));
         let own = client
             .and_then(|c| self.clients.get(&c))
             .and_then(|c| c.sockets.get(&key))
             .and_then(|s| read_back(s, group));
-        Ok(Reply::Filter {
-            iface,
+        Ok(FilterReport {
+            iface: iface.name,
             group,
-            client: own.as_ref().map(view),
-            interface: self.memberships.merged(&key).as_ref().map(view),
+            client: own.as_ref().map(FilterView::from),
+            interface: self.memberships.merged(&key).as_ref().map(FilterView::from),
         })
     }
 
+    /// Start an enumeration of the entries of interface `iface` (all with `None`) and group
+    /// `group` (all with `None`); returns its first page.
     pub fn list_start(
         &mut self,
         conn: ConnId,
-        filter: &ListFilter,
+        iface: Option<&str>,
+        group: Option<IpAddr>,
         page: u32,
-    ) -> Result<Reply, ErrorReply> {
-        let ifindex = match &filter.iface {
-            Some(i) => Some(resolve_interface(i).map_err(|e| invalid(e.to_string()))?.0),
-            None => None,
-        };
+    ) -> Result<Page> {
+        let ifindex = iface.map(iface::resolve).transpose()?.map(|i| i.index);
         let cursor = self.next_cursor;
         self.next_cursor += 1;
         self.enumerations.insert(
@@ -544,7 +554,7 @@ impl Controller {
                 conn,
                 filter: ResolvedListFilter {
                     ifindex,
-                    group: filter.group.map(addr_of),
+                    group: group.map(addr_of),
                 },
                 position: Position::Start,
             },
@@ -555,12 +565,9 @@ impl Controller {
     /// The next page: up to `page` items (a group and each of its sources count one) after
     /// the last one returned, as the maps hold them now. Each page is built in one step, so
     /// it is consistent in itself.
-    pub fn list_next(&mut self, conn: ConnId, cursor: u64, page: u32) -> Result<Reply, ErrorReply> {
+    pub fn list_next(&mut self, conn: ConnId, cursor: u64, page: u32) -> Result<Page> {
         let Some(e) = self.enumerations.get(&cursor).filter(|e| e.conn == conn) else {
-            return Err(ErrorReply::new(
-                ErrorKind::State,
-                format!("no enumeration {cursor} on this connection"),
-            ));
+            return Err(ControllerError::NoEnumeration(cursor));
         };
         let (filter, position) = (e.filter, e.position);
         let page = page as usize;
@@ -584,10 +591,7 @@ impl Controller {
                         None => state.sources.iter().copied().collect(),
                     };
                     let take = rest.len().min(page);
-                    entries.push(
-                        self.entry(&k, &rest[..take], true)
-                            .map_err(|e| datapath_error(&e))?,
-                    );
+                    entries.push(self.entry(&k, &rest[..take], true)?);
                     items += take;
                     if take < rest.len() {
                         next = Some(Position::InGroup(k, Some(rest[take - 1])));
@@ -610,10 +614,7 @@ impl Controller {
                 let sources: Vec<Addr> = state.sources.iter().take(room).copied().collect();
                 items += sources.len();
                 let cut = sources.len() < state.sources.len();
-                entries.push(
-                    self.entry(key, &sources, false)
-                        .map_err(|e| datapath_error(&e))?,
-                );
+                entries.push(self.entry(key, &sources, false)?);
                 if cut {
                     next = Some(Position::InGroup(*key, sources.last().copied()));
                     break;
@@ -639,16 +640,15 @@ impl Controller {
                 self.enumerations.remove(&cursor);
             }
         }
-        Ok(Reply::Page {
+        Ok(Page {
             entries,
             cursor: next.map(|_| cursor),
         })
     }
 
-    pub fn list_end(&mut self, conn: ConnId, cursor: u64) -> Reply {
+    pub fn list_end(&mut self, conn: ConnId, cursor: u64) {
         self.enumerations
             .retain(|c, e| !(*c == cursor && e.conn == conn));
-        Reply::Ended
     }
 
     fn entry(
@@ -674,10 +674,10 @@ impl Controller {
             });
         }
         Ok(GroupEntry {
-            iface: interface_name(key.ifindex).unwrap_or_else(|| format!("#{}", key.ifindex)),
+            iface: iface::label(key.ifindex),
             ifindex: key.ifindex,
             group: ip_of(&key.group),
-            mode: FilterMode::from(state.unwrap_or(msfilter_common::Mode::Include)),
+            mode: state.unwrap_or(Mode::Include),
             sources: listed,
             passed: counters.passed.into(),
             dropped: counters.dropped.into(),
@@ -686,16 +686,13 @@ impl Controller {
         })
     }
 
-    pub fn stats(&self) -> Result<Reply, ErrorReply> {
-        let counters = self
-            .datapath
-            .reason_counters()
-            .map_err(|e| datapath_error(&e))?;
+    pub fn stats(&self) -> Result<StatsView> {
+        let counters = self.datapath.reason_counters()?;
         let reasons = Reason::ALL
             .iter()
             .map(|r| {
                 let c = counters.get(*r);
-                super::protocol::ReasonCount {
+                ReasonCount {
                     reason: r.name().to_string(),
                     verdict: match r.verdict() {
                         Verdict::Pass => "pass".to_string(),
@@ -707,8 +704,8 @@ impl Controller {
             })
             .collect();
         let (all, dropped) = counters.totals();
-        let (g, s, r) = self.datapath.map_memory().map_err(|e| datapath_error(&e))?;
-        Ok(Reply::Stats(StatsView {
+        let (g, s, r) = self.datapath.map_memory()?;
+        Ok(StatsView {
             reasons,
             passed: CounterView {
                 packets: all.packets - dropped.packets,
@@ -724,11 +721,11 @@ impl Controller {
                 .map(|a| AttachmentView {
                     iface: a.iface.clone(),
                     ifindex: a.ifindex,
-                    mode: a.mode.to_string(),
+                    mode: a.mode,
                 })
                 .collect(),
             map_memory: g + s + r,
-        }))
+        })
     }
 }
 

@@ -5,32 +5,31 @@ use std::net::IpAddr;
 
 use msfilter_common::Mode;
 
-use super::protocol::{ErrorKind, ErrorReply, Op};
+use super::controller::ControllerError;
 use crate::{
-    datapath::GroupFilter,
-    sockopt::{Family, Limit, SockoptError},
+    policy::GroupFilter,
+    sockopt::{Family, Limit, Request, SockoptError},
 };
 
 /// Context of a refused request.
 pub(crate) struct Refused<'a> {
-    pub(crate) op: &'a Op,
+    pub(crate) request: &'a Request,
     pub(crate) group: IpAddr,
     pub(crate) iface: &'a str,
     /// The client's filter for this group before the request.
     pub(crate) before: Option<&'a GroupFilter>,
 }
 
-pub(crate) fn kernel_error(e: &SockoptError, r: &Refused<'_>) -> ErrorReply {
-    ErrorReply {
-        kind: ErrorKind::Kernel,
-        errno: Some(e.errno_name().to_string()),
-        message: sentence(e, r),
+pub(crate) fn explain(error: SockoptError, r: &Refused<'_>) -> ControllerError {
+    ControllerError::Kernel {
+        error,
+        message: sentence(&error, r),
     }
 }
 
 fn sentence(e: &SockoptError, r: &Refused<'_>) -> String {
     let Refused {
-        op,
+        request: op,
         group,
         iface,
         before,
@@ -38,27 +37,29 @@ fn sentence(e: &SockoptError, r: &Refused<'_>) -> String {
     let on = format!("{group} ({iface})");
     let mode = before.map(|f| f.mode);
     match (e.errno, op) {
-        (libc::EADDRINUSE, Op::Join) if mode == Some(Mode::Include) => format!(
+        (libc::EADDRINUSE, Request::JoinGroup) if mode == Some(Mode::Include) => format!(
             "{group} is already joined on {iface} source-specifically; leave it or use \
              set-filter to switch it to EXCLUDE"
         ),
-        (libc::EADDRINUSE, Op::Join) => format!("{group} is already joined on {iface}"),
-        (libc::EADDRNOTAVAIL, Op::Leave) => format!("{group} is not joined on {iface}"),
-        (libc::EADDRNOTAVAIL, Op::Block { source }) => {
+        (libc::EADDRINUSE, Request::JoinGroup) => format!("{group} is already joined on {iface}"),
+        (libc::EADDRNOTAVAIL, Request::LeaveGroup) => format!("{group} is not joined on {iface}"),
+        (libc::EADDRNOTAVAIL, Request::BlockSource { source }) => {
             format!("{source} is already blocked on {on}")
         }
-        (libc::EADDRNOTAVAIL, Op::Unblock { source }) => format!("{source} is not blocked on {on}"),
-        (libc::EADDRNOTAVAIL, Op::JoinSource { source }) => {
+        (libc::EADDRNOTAVAIL, Request::UnblockSource { source }) => {
+            format!("{source} is not blocked on {on}")
+        }
+        (libc::EADDRNOTAVAIL, Request::JoinSourceGroup { source }) => {
             format!("{source} is already joined on {on}")
         }
-        (libc::EADDRNOTAVAIL, Op::LeaveSource { source }) => {
+        (libc::EADDRNOTAVAIL, Request::LeaveSourceGroup { source }) => {
             format!("{source} is not joined on {on}")
         }
-        (libc::EINVAL, Op::SetFilter { .. }) if before.is_none() => {
+        (libc::EINVAL, Request::SetFilter { .. }) if before.is_none() => {
             format!("{group} is not joined on {iface}; join it before setting its filter")
         }
         (libc::EINVAL, _) if before.is_none() => format!("{group} is not joined on {iface}"),
-        (libc::EINVAL, Op::JoinSource { .. } | Op::LeaveSource { .. })
+        (libc::EINVAL, Request::JoinSourceGroup { .. } | Request::LeaveSourceGroup { .. })
             if mode == Some(Mode::Exclude) =>
         {
             format!(
@@ -66,17 +67,19 @@ fn sentence(e: &SockoptError, r: &Refused<'_>) -> String {
                  to switch it to INCLUDE"
             )
         }
-        (libc::EINVAL, Op::Block { .. } | Op::Unblock { .. }) if mode == Some(Mode::Include) => {
+        (libc::EINVAL, Request::BlockSource { .. } | Request::UnblockSource { .. })
+            if mode == Some(Mode::Include) =>
+        {
             format!(
                 "{on} is joined source-specifically (INCLUDE mode): use join-source/leave-source, \
                  or set-filter to switch it to EXCLUDE"
             )
         }
-        (libc::ENOBUFS, Op::Join) => format!(
+        (libc::ENOBUFS, Request::JoinGroup) => format!(
             "the kernel refused another membership on {iface} (see {})",
             Limit::IgmpMaxMemberships.key()
         ),
-        (libc::ENOBUFS, Op::SetFilter { sources, .. })
+        (libc::ENOBUFS, Request::SetFilter { sources, .. })
             if Limit::OptmemMax.read().is_ok_and(|max| {
                 crate::sockopt::filter_option_size(sources.len()) > max as usize
             }) =>

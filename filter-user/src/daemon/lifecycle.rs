@@ -17,13 +17,14 @@ use msfilter_common::GroupKey;
 use super::{
     DaemonError,
     config::{self, Config, GroupConfig},
-    controller::{CONFIG_CLIENT, Controller, Ownership},
-    protocol::{ErrorKind, ErrorReply, Reply},
+    controller::{CONFIG_CLIENT, Controller, ControllerError, Ownership, Result},
+    report::Reloaded,
     state::{DesiredState, Membership, OwnedInterface, PersistentClient, StateStore},
 };
 use crate::{
-    datapath::{Datapath, GroupFilter, interface_name, resolve_interface},
-    policy::ClientId,
+    datapath::Datapath,
+    iface,
+    policy::{ClientId, GroupFilter},
     sockopt::{addr_of, ip_of},
 };
 
@@ -42,7 +43,10 @@ fn group_filter(g: &GroupConfig) -> GroupFilter {
 impl Controller {
     /// Build the controller from the datapath (maps re-adopted from their pins), the
     /// persisted state and the configuration file.
-    pub fn start(datapath: Datapath, options: StartOptions) -> Result<Self, DaemonError> {
+    pub fn start(
+        datapath: Datapath,
+        options: StartOptions,
+    ) -> std::result::Result<Self, DaemonError> {
         let state = options.store.load()?;
         let config = match &options.config {
             Some(path) => config::load(path).map_err(DaemonError::Config)?,
@@ -82,7 +86,7 @@ impl Controller {
         // 2. Links left pinned: adopt them, unless released with --keep or their interface
         //    is gone.
         for ifindex in ctl.datapath.unadopted_links()? {
-            match interface_name(ifindex) {
+            match iface::name_of(ifindex) {
                 None => {
                     log::warn!(
                         "interface {ifindex} of a pinned link is gone; removing its entries"
@@ -111,7 +115,7 @@ impl Controller {
             .cloned()
             .collect();
         for name in to_own {
-            if let Ok((ifindex, _)) = resolve_interface(&name)
+            if let Ok(iface::Interface { index: ifindex, .. }) = iface::resolve(&name)
                 && ctl.ownership(ifindex) == Ownership::Unowned
                 && !ctl.released.contains(&name)
             {
@@ -129,7 +133,7 @@ impl Controller {
     }
 
     fn restore_membership(&mut self, client: ClientId, m: &Membership) {
-        let Ok((ifindex, _)) = resolve_interface(&m.iface) else {
+        let Ok(iface::Interface { index: ifindex, .. }) = iface::resolve(&m.iface) else {
             log::warn!(
                 "client {client}: {} on {} not restored: the interface is gone",
                 m.group,
@@ -137,7 +141,7 @@ impl Controller {
             );
             return;
         };
-        let want = GroupFilter::new(m.mode.into(), m.sources.iter().map(|s| addr_of(*s)));
+        let want = GroupFilter::new(m.mode, m.sources.iter().map(|s| addr_of(*s)));
         match self.set_membership(client, ifindex, m.group, Some(&want)) {
             Ok(Some(now)) if now == want => {}
             Ok(now) => log::warn!(
@@ -162,7 +166,7 @@ impl Controller {
         group: IpAddr,
         want: Option<&GroupConfig>,
     ) -> Option<GroupKey> {
-        let Ok((ifindex, _)) = resolve_interface(iface) else {
+        let Ok(iface::Interface { index: ifindex, .. }) = iface::resolve(iface) else {
             if want.is_some() {
                 log::info!(
                     "{group} on {iface}: the interface is not here; applied when it appears"
@@ -178,7 +182,7 @@ impl Controller {
     }
 
     /// Apply the configuration of one interface that just appeared: its groups, then own it.
-    pub(super) fn apply_config_interface(&mut self, name: &str) -> Result<(), String> {
+    pub(super) fn apply_config_interface(&mut self, name: &str) -> Result<()> {
         let Some(iface) = self.config.interfaces.get(name).cloned() else {
             return Ok(());
         };
@@ -187,28 +191,22 @@ impl Controller {
         for (group, want) in &iface.groups {
             keys.extend(self.apply_config_group(client, name, *group, Some(want)));
         }
-        let (ifindex, _) = resolve_interface(name).map_err(|e| e.to_string())?;
+        let ifindex = iface::resolve(name)?.index;
         self.released.remove(name);
         self.kept.remove(name);
-        self.attach_filled(ifindex, iface.xdp_mode, false)
-            .map_err(|e| e.to_string())?;
-        self.sync(&keys, false).map_err(|e| e.to_string())?;
+        self.attach_filled(ifindex, iface.xdp_mode, false)?;
+        self.sync(&keys, false)?;
         self.save_state();
         Ok(())
     }
 
     /// Re-read the configuration file; apply only the difference. An invalid file changes
     /// nothing.
-    pub fn reload(&mut self) -> Result<Reply, ErrorReply> {
+    pub fn reload(&mut self) -> Result<Reloaded> {
         let Some(path) = self.config_path.clone() else {
-            return Err(ErrorReply::new(
-                ErrorKind::State,
-                "the daemon was started without --config",
-            ));
+            return Err(ControllerError::NoConfig);
         };
-        let new = config::load(&path).map_err(|e| {
-            ErrorReply::new(ErrorKind::Invalid, format!("{e}; the running policy stays"))
-        })?;
+        let new = config::load(&path).map_err(ControllerError::Config)?;
         let diff = config::diff(&self.config, &new);
         let mut changes = Vec::new();
         let client = self.config_client();
@@ -217,54 +215,39 @@ impl Controller {
         for (iface, group, want) in &diff.groups {
             keys.extend(self.apply_config_group(client, iface, *group, want.as_ref()));
             changes.push(match want {
-                Some(g) => format!(
-                    "{iface} {group}: {} {{{}}}",
-                    super::protocol::FilterMode::from(g.mode),
-                    g.sources
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                Some(g) => format!("{iface} {group}: {}", group_filter(g)),
                 None => format!("{iface} {group}: removed"),
             });
         }
         for name in &diff.release {
-            if let Ok((ifindex, _)) = resolve_interface(name)
+            if let Ok(iface::Interface { index: ifindex, .. }) = iface::resolve(name)
                 && self.ownership(ifindex) == Ownership::Owned
             {
-                let deleted = self
-                    .datapath
-                    .detach(ifindex, false)
-                    .map_err(|e| super::controller::datapath_error(&e))?;
+                let deleted = self.datapath.detach(ifindex, false)?;
                 self.owned.remove(name);
                 changes.push(format!("{name}: released ({deleted} entries deleted)"));
             }
         }
-        self.sync(&keys, true)
-            .map_err(|e| super::controller::datapath_error(&e))?;
+        self.sync(&keys, true)?;
         for (name, mode) in &diff.attach {
-            if let Ok((ifindex, _)) = resolve_interface(name) {
+            if let Ok(iface::Interface { index: ifindex, .. }) = iface::resolve(name) {
                 if self.ownership(ifindex) == Ownership::Owned
                     && self.datapath.attachment(ifindex).map(|a| a.mode) != *mode
                     && mode.is_some()
                 {
-                    self.datapath
-                        .detach(ifindex, false)
-                        .map_err(|e| super::controller::datapath_error(&e))?;
+                    self.datapath.detach(ifindex, false)?;
                 }
                 if self.ownership(ifindex) != Ownership::Owned {
                     self.released.remove(name);
                     self.kept.remove(name);
-                    self.attach_filled(ifindex, *mode, false)
-                        .map_err(|e| super::controller::datapath_error(&e))?;
+                    self.attach_filled(ifindex, *mode, false)?;
                     changes.push(format!("{name}: owned"));
                 }
             }
         }
         self.save_state();
         log::info!("configuration reloaded: {} changes", changes.len());
-        Ok(Reply::Reloaded { changes })
+        Ok(Reloaded { changes })
     }
 
     /// What is persisted: ownership and the persistent clients' memberships (not the
@@ -278,14 +261,14 @@ impl Controller {
             let mut memberships = Vec::new();
             for key in client.sockets.keys() {
                 let (Some(filter), Some(iface)) =
-                    (self.memberships.get(*id, key), interface_name(key.ifindex))
+                    (self.memberships.get(*id, key), iface::name_of(key.ifindex))
                 else {
                     continue;
                 };
                 memberships.push(Membership {
                     iface,
                     group: ip_of(&key.group),
-                    mode: filter.mode.into(),
+                    mode: filter.mode,
                     sources: filter.sources.iter().map(ip_of).collect(),
                 });
             }

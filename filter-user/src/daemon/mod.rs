@@ -1,9 +1,14 @@
 //! The daemon: serves the local API, owns the clients, their sockets and the datapath.
 //!
 //! * [`protocol`]: the wire protocol (shared with [`crate::client`]).
-//! * `server`: the UNIX socket, peer credentials, framing, the controller thread.
-//! * `controller`: clients, handles, and the request path (sockopt → policy → datapath).
+//! * `server`: the UNIX socket, peer credentials, framing, the controller thread; where the
+//!   wire protocol is decoded and answered.
+//! * `controller`: clients, handles, and the request path (sockopt → policy → datapath);
+//!   `ownership.rs` (attach, detach, owner, interface events), `lifecycle.rs` (start-up,
+//!   persistence, configuration, shut-down).
+//! * `report.rs`: what the controller reports back, carried on the wire as it is.
 //! * `explain`: kernel refusals in msfilter's words.
+//! * [`config`], [`state`]: the configuration file and the persisted state.
 
 pub mod config;
 mod controller;
@@ -11,6 +16,7 @@ mod explain;
 mod lifecycle;
 mod ownership;
 pub mod protocol;
+mod report;
 mod server;
 pub mod state;
 

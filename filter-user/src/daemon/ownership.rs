@@ -4,13 +4,12 @@
 use std::time::UNIX_EPOCH;
 
 use super::{
-    controller::{Controller, Ownership, datapath_error, invalid},
-    protocol::{ErrorKind, ErrorReply, OwnerView, Reply},
+    controller::{Controller, ControllerError, Ownership, Result},
+    report::{AttachOutcome, Attached, Detached, OwnerView, Replaced},
 };
-use crate::datapath::{
-    AttachMode,
-    netlink::{self, LinkEvent},
-    resolve_interface,
+use crate::{
+    datapath::AttachMode,
+    iface::{self, LinkEvent, xdp},
 };
 
 impl Controller {
@@ -20,69 +19,61 @@ impl Controller {
     pub fn attach(
         &mut self,
         iface: &str,
-        mode: Option<&str>,
+        mode: Option<AttachMode>,
         replace: bool,
         object: Option<&str>,
-    ) -> Result<Reply, ErrorReply> {
-        let (ifindex, name) = resolve_interface(iface).map_err(|e| invalid(e.to_string()))?;
-        let mode: Option<AttachMode> = mode.map(str::parse).transpose().map_err(invalid)?;
-        if self.ownership(ifindex) == Ownership::Owned {
-            let current = self.datapath.attachment(ifindex).map(|a| a.mode);
+    ) -> Result<AttachOutcome> {
+        let iface::Interface {
+            index: ifindex,
+            name,
+        } = iface::resolve(iface)?;
+        if let Some(current) = self.datapath.attachment(ifindex).map(|a| a.mode) {
             if !replace {
-                return Err(ErrorReply::new(
-                    ErrorKind::State,
-                    format!(
-                        "msfilter already owns {name} ({} mode); attach --replace swaps its program",
-                        current.map_or("?", AttachMode::as_str)
-                    ),
-                ));
+                return Err(ControllerError::AlreadyOwned {
+                    iface: name,
+                    mode: current,
+                });
             }
-            if mode.is_some() && mode != current {
-                return Err(invalid(format!(
-                    "{name} runs in {} mode; a replacement keeps the mode (detach and attach to \
-                     change it)",
-                    current.map_or("?", AttachMode::as_str)
-                )));
+            if mode.is_some_and(|m| m != current) {
+                return Err(ControllerError::ModeChange {
+                    iface: name,
+                    current,
+                });
             }
             let bytes = object
                 .map(|path| {
-                    std::fs::read(path).map_err(|e| invalid(format!("reading {path}: {e}")))
+                    std::fs::read(path).map_err(|source| ControllerError::ReadObject {
+                        path: path.to_string(),
+                        source,
+                    })
                 })
                 .transpose()?;
-            let replaced = self
-                .datapath
-                .replace_program(ifindex, bytes.as_deref())
-                .map_err(|e| datapath_error(&e))?;
-            return Ok(Reply::Replaced {
+            let replaced = self.datapath.replace_program(ifindex, bytes.as_deref())?;
+            return Ok(AttachOutcome::Replaced(Replaced {
                 iface: name,
                 old_program: replaced.old_program,
                 new_program: replaced.new_program,
-            });
+            }));
         }
         if object.is_some() {
-            return Err(invalid(
-                "--object replaces msfilter's program on an interface it owns; attach first",
-            ));
+            return Err(ControllerError::ObjectWithoutOwner);
         }
         self.released.remove(&name);
         self.kept.remove(&name);
-        let result = self.attach_filled(ifindex, mode, replace);
-        if let Err(e) = result {
-            return Err(datapath_error(&e));
-        }
+        self.attach_filled(ifindex, mode, replace)?;
         self.owned.insert(name.clone(), mode);
         self.save_state();
         let attachment = self.datapath.attachment(ifindex).expect("just attached");
         let (groups, sources) = self.entries_of(ifindex);
-        Ok(Reply::Attached {
+        Ok(AttachOutcome::Attached(Attached {
             iface: name,
             ifindex,
-            mode: attachment.mode.to_string(),
+            mode: attachment.mode,
             program_id: attachment.program_id,
             adopted: attachment.adopted,
             groups,
             sources,
-        })
+        }))
     }
 
     fn entries_of(&self, ifindex: u32) -> (u32, u64) {
@@ -98,18 +89,15 @@ impl Controller {
     }
 
     /// Release `iface`. Memberships stay with the kernel's own socket filters.
-    pub fn detach(&mut self, iface: &str, keep: bool) -> Result<Reply, ErrorReply> {
-        let (ifindex, name) = resolve_interface(iface).map_err(|e| invalid(e.to_string()))?;
+    pub fn detach(&mut self, iface: &str, keep: bool) -> Result<Detached> {
+        let iface::Interface {
+            index: ifindex,
+            name,
+        } = iface::resolve(iface)?;
         if self.ownership(ifindex) != Ownership::Owned {
-            return Err(ErrorReply::new(
-                ErrorKind::State,
-                format!("msfilter does not own {name}"),
-            ));
+            return Err(ControllerError::NotOwned(name));
         }
-        let deleted = self
-            .datapath
-            .detach(ifindex, keep)
-            .map_err(|e| datapath_error(&e))?;
+        let deleted = self.datapath.detach(ifindex, keep)?;
         self.owned.remove(&name);
         if keep {
             self.kept.insert(name.clone());
@@ -117,7 +105,7 @@ impl Controller {
             self.released.insert(name.clone());
         }
         self.save_state();
-        Ok(Reply::Detached {
+        Ok(Detached {
             iface: name,
             deleted: deleted as u64,
             kept: keep,
@@ -125,8 +113,11 @@ impl Controller {
     }
 
     /// Who runs XDP on `iface`.
-    pub fn owner(&self, iface: &str) -> Result<Reply, ErrorReply> {
-        let (ifindex, name) = resolve_interface(iface).map_err(|e| invalid(e.to_string()))?;
+    pub fn owner(&self, iface: &str) -> Result<OwnerView> {
+        let iface::Interface {
+            index: ifindex,
+            name,
+        } = iface::resolve(iface)?;
         let (groups, sources) = self.entries_of(ifindex);
         let mut view = OwnerView {
             iface: name,
@@ -145,16 +136,15 @@ impl Controller {
         if let Some(a) = self.datapath.attachment(ifindex) {
             view.owner = "msfilter".into();
             view.program_id = Some(a.program_id);
-            view.program_name = netlink::program_summary(a.program_id).ok().map(|s| s.name);
+            view.program_name = xdp::program_summary(a.program_id).ok().map(|s| s.name);
             view.mode = Some(a.mode.to_string());
             view.since = a.since.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
             view.pid = Some(std::process::id());
             view.adopted = a.adopted;
             view.replaced = a.replaced();
-            return Ok(Reply::Owner(view));
+            return Ok(view);
         }
-        let running = netlink::xdp_attachment(ifindex)
-            .map_err(|e| ErrorReply::new(ErrorKind::Datapath, e.to_string()))?;
+        let running = xdp::xdp_attachment(ifindex).map_err(ControllerError::XdpQuery)?;
         if let Some(x) = running {
             view.owner = if self.ownership(ifindex) == Ownership::Kept {
                 "msfilter-kept".into()
@@ -163,7 +153,7 @@ impl Controller {
             };
             view.program_id = Some(x.prog_id);
             view.mode = Some(x.mode.to_string());
-            if let Ok(s) = netlink::program_summary(x.prog_id) {
+            if let Ok(s) = xdp::program_summary(x.prog_id) {
                 view.program_name = Some(s.name);
                 view.since = s
                     .loaded_at
@@ -172,7 +162,7 @@ impl Controller {
                     .map(|d| d.as_secs());
             }
         }
-        Ok(Reply::Owner(view))
+        Ok(view)
     }
 
     /// An interface disappeared (or took another name): release it cleanly. Its memberships

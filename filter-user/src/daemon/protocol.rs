@@ -4,13 +4,23 @@
 //! request carries the protocol version; the daemon answers every request with exactly one
 //! [`Response`], in order. Requests longer than [`MAX_REQUEST_BYTES`] are answered with an
 //! error and the connection is closed (the stream cannot be trusted after a bogus length);
-//! a request that is not valid JSON for this version gets an error and the connection
-//! stays usable.
+//! a request that is not valid JSON for this version, or has a field its kind does not
+//! have, gets an error and the connection stays usable ([`decode_request`]).
+//!
+//! The bodies of the replies are the daemon's reports (`report.rs`), carried as they are;
+//! the `op` of a membership request is the socket-option layer's request.
 
 use std::{io, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+pub use super::report::{
+    AttachOutcome, Attached, AttachmentView, CounterView, Detached, FilterReport, FilterView,
+    GroupEntry, OwnerView, Page, ReasonCount, Reloaded, Replaced, SourceEntry, StatsView,
+};
+use crate::datapath::AttachMode;
+pub use crate::sockopt::Request as MembershipRequest;
 
 /// Version of this protocol. A request of another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -22,65 +32,6 @@ pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
 /// count one each, so a page stays bounded however many sources a group lists.
 pub const DEFAULT_PAGE: u32 = 4096;
 pub const MAX_PAGE: u32 = 65_536;
-
-/// Filter mode on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FilterMode {
-    Include,
-    Exclude,
-}
-
-impl From<msfilter_common::Mode> for FilterMode {
-    fn from(m: msfilter_common::Mode) -> Self {
-        match m {
-            msfilter_common::Mode::Include => Self::Include,
-            msfilter_common::Mode::Exclude => Self::Exclude,
-        }
-    }
-}
-
-impl From<FilterMode> for msfilter_common::Mode {
-    fn from(m: FilterMode) -> Self {
-        match m {
-            FilterMode::Include => Self::Include,
-            FilterMode::Exclude => Self::Exclude,
-        }
-    }
-}
-
-impl std::fmt::Display for FilterMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Include => "INCLUDE",
-            Self::Exclude => "EXCLUDE",
-        })
-    }
-}
-
-/// A membership request: what the socket API calls join, leave, block, unblock, join-source,
-/// leave-source and set-filter.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
-pub enum Op {
-    /// Any-source join (EXCLUDE {}).
-    Join,
-    /// Leave the group, and every source with it.
-    Leave,
-    /// Any-source: stop receiving from `source`.
-    Block { source: IpAddr },
-    /// Any-source: receive from `source` again.
-    Unblock { source: IpAddr },
-    /// Controlled-source: receive from `source` (INCLUDE mode).
-    JoinSource { source: IpAddr },
-    /// Controlled-source: stop receiving from `source`.
-    LeaveSource { source: IpAddr },
-    /// Full state: the whole filter at once.
-    SetFilter {
-        mode: FilterMode,
-        sources: Vec<IpAddr>,
-    },
-}
 
 /// Selects enumerated entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,12 +58,13 @@ pub enum Request {
     Register { client: String, persistent: bool },
     /// End the registration: undo every membership of this client.
     Deregister,
-    /// Change a membership of this client.
+    /// Change a membership of this client: `op` and its fields are the socket-option
+    /// layer's [`MembershipRequest`].
     Membership {
         iface: String,
         group: IpAddr,
         #[serde(flatten)]
-        op: Op,
+        op: MembershipRequest,
     },
     /// A client's filter for a group (as the kernel holds it), and the interface's. The
     /// client is the persistent client named `client`, else this connection's registration.
@@ -141,7 +93,7 @@ pub enum Request {
     Attach {
         iface: String,
         #[serde(default)]
-        mode: Option<String>,
+        mode: Option<AttachMode>,
         #[serde(default)]
         replace: bool,
         #[serde(default)]
@@ -161,104 +113,88 @@ pub enum Request {
     Reload,
 }
 
-/// What a client holds for a group, as read back from its socket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FilterView {
-    pub mode: FilterMode,
-    pub sources: Vec<IpAddr>,
+/// Why a frame is not a request of this protocol version.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("the message is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the message has no protocol version")]
+    NoVersion,
+    #[error("protocol version {0} is not supported; this daemon speaks version {PROTOCOL_VERSION}")]
+    Version(u64),
+    #[error("not a valid request: {0}")]
+    Shape(#[source] serde_json::Error),
+    #[error("unknown field `{field}` in a {request} request (its fields: {known})")]
+    UnknownField {
+        request: String,
+        field: String,
+        known: String,
+    },
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterView {
-    pub packets: u64,
-    pub bytes: u64,
+/// Decode a request: the version first, so a newer client hears about the version rather
+/// than about a shape this daemon does not know; then the shape; then every field given,
+/// nested ones included, must be one the request has (a misspelt optional field would
+/// otherwise be taken as absent).
+pub fn decode_request(frame: &[u8]) -> Result<Request, DecodeError> {
+    let given: serde_json::Value = serde_json::from_slice(frame).map_err(DecodeError::NotJson)?;
+    match given.get("version").and_then(serde_json::Value::as_u64) {
+        None => return Err(DecodeError::NoVersion),
+        Some(v) if v != u64::from(PROTOCOL_VERSION) => return Err(DecodeError::Version(v)),
+        Some(_) => {}
+    }
+    let envelope = serde_json::from_value::<Envelope>(given.clone()).map_err(DecodeError::Shape)?;
+    // Every field of a request is serialised, absent optional ones as null: what the decoded
+    // request serialises to names every field it knows.
+    let known = serde_json::to_value(&envelope).map_err(DecodeError::Shape)?;
+    if let (Some(given), Some(known)) = (given.as_object(), known.as_object())
+        && let Some((field, siblings)) = unknown_field(given, known)
+    {
+        // "detach", or "membership block": the request's tag, and its op if it has one.
+        let request = ["request", "op"]
+            .iter()
+            .filter_map(|tag| known.get(*tag).and_then(serde_json::Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(DecodeError::UnknownField {
+            request,
+            field,
+            known: siblings,
+        });
+    }
+    Ok(envelope.request)
 }
 
-impl From<msfilter_common::Counter> for CounterView {
-    fn from(c: msfilter_common::Counter) -> Self {
-        Self {
-            packets: c.packets,
-            bytes: c.bytes,
+/// The first key of `given` (depth first, as `outer.inner`) that `known` lacks, with the
+/// keys `known` has at that level.
+fn unknown_field(
+    given: &serde_json::Map<String, serde_json::Value>,
+    known: &serde_json::Map<String, serde_json::Value>,
+) -> Option<(String, String)> {
+    for (key, value) in given {
+        match (known.get(key), value) {
+            (None, _) => {
+                let names: Vec<&str> = known
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| !matches!(*k, "version" | "request" | "op"))
+                    .collect();
+                let names = if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                };
+                return Some((key.clone(), names));
+            }
+            (Some(serde_json::Value::Object(inner)), serde_json::Value::Object(g)) => {
+                if let Some((field, names)) = unknown_field(g, inner) {
+                    return Some((format!("{key}.{field}"), names));
+                }
+            }
+            _ => {}
         }
     }
-}
-
-/// One enforced group filter with its counters. A group with more sources than fit a page
-/// continues on the next page in an entry with `continued` set, holding the next sources.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupEntry {
-    pub iface: String,
-    pub ifindex: u32,
-    pub group: IpAddr,
-    pub mode: FilterMode,
-    pub sources: Vec<SourceEntry>,
-    pub passed: CounterView,
-    pub dropped: CounterView,
-    /// Registered clients that are members.
-    pub members: u32,
-    /// This entry continues the same group from the previous page (more sources).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub continued: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceEntry {
-    pub source: IpAddr,
-    /// Frames matching this entry (dropped in EXCLUDE mode, passed in INCLUDE mode).
-    pub matched: CounterView,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReasonCount {
-    pub reason: String,
-    pub verdict: String,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentView {
-    pub iface: String,
-    pub ifindex: u32,
-    pub mode: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatsView {
-    pub reasons: Vec<ReasonCount>,
-    pub passed: CounterView,
-    pub dropped: CounterView,
-    pub clients: u32,
-    pub groups: u32,
-    pub source_entries: u64,
-    pub attachments: Vec<AttachmentView>,
-    /// Kernel memory of the maps, as the kernel reports it (bytes).
-    pub map_memory: u64,
-}
-
-/// Who runs XDP on an interface.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OwnerView {
-    pub iface: String,
-    pub ifindex: u32,
-    /// "msfilter" (this daemon), "msfilter-kept" (released with --keep: msfilter's program
-    /// enforces the last policy, frozen), "other" (another XDP program), or "none".
-    pub owner: String,
-    pub program_id: Option<u32>,
-    pub program_name: Option<String>,
-    /// "driver" or "skb".
-    pub mode: Option<String>,
-    /// Since when (seconds since the Unix epoch): when this daemon took the interface over,
-    /// or when the other program was loaded.
-    pub since: Option<u64>,
-    /// The daemon's process id, when it owns the interface.
-    pub pid: Option<u32>,
-    /// Taken over from a pinned link left by an earlier run.
-    pub adopted: bool,
-    /// The program was replaced (`attach --replace`) since.
-    pub replaced: bool,
-    pub groups: u32,
-    pub sources: u64,
+    None
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,48 +211,15 @@ pub enum Reply {
     Applied {
         filter: Option<FilterView>,
     },
-    Filter {
-        iface: String,
-        group: IpAddr,
-        /// This client's socket filter, as the kernel reports it.
-        client: Option<FilterView>,
-        /// The interface-level filter XDP enforces (merge of all clients).
-        interface: Option<FilterView>,
-    },
-    Page {
-        entries: Vec<GroupEntry>,
-        /// Present when more entries follow: pass it to `ListNext`.
-        cursor: Option<u64>,
-    },
+    Filter(FilterReport),
+    Page(Page),
     Stats(StatsView),
     Ended,
-    Attached {
-        iface: String,
-        ifindex: u32,
-        mode: String,
-        program_id: u32,
-        /// Taken over from a link pinned earlier rather than attached now.
-        adopted: bool,
-        /// Entries the interface has in the maps.
-        groups: u32,
-        sources: u64,
-    },
-    Replaced {
-        iface: String,
-        old_program: u32,
-        new_program: u32,
-    },
-    Detached {
-        iface: String,
-        /// Map entries deleted (groups plus sources); 0 with `keep`.
-        deleted: u64,
-        kept: bool,
-    },
+    Attached(Attached),
+    Replaced(Replaced),
+    Detached(Detached),
     Owner(OwnerView),
-    Reloaded {
-        /// One line per change applied.
-        changes: Vec<String>,
-    },
+    Reloaded(Reloaded),
 }
 
 /// Why a request was refused.
@@ -425,7 +328,7 @@ mod tests {
             request: Request::Membership {
                 iface: "eth1".into(),
                 group: "232.1.1.1".parse().unwrap(),
-                op: Op::Block {
+                op: MembershipRequest::BlockSource {
                     source: "10.0.0.5".parse().unwrap(),
                 },
             },
@@ -447,6 +350,112 @@ mod tests {
                 r#"{"version":1,"request":"membership","iface":"e","group":"nonsense","op":"join"}"#
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn decode_names_the_problem() {
+        let message = |frame: &[u8]| decode_request(frame).unwrap_err().to_string();
+        assert!(message(b"{not json").starts_with("the message is not JSON"));
+        assert_eq!(
+            message(br#"{"request":"stats"}"#),
+            "the message has no protocol version"
+        );
+        assert!(
+            message(br#"{"version":9,"request":"teleport"}"#)
+                .contains("protocol version 9 is not supported")
+        );
+        assert!(
+            message(br#"{"version":1,"request":"teleport"}"#).starts_with("not a valid request")
+        );
+        assert_eq!(
+            decode_request(br#"{"version":1,"request":"stats"}"#).unwrap(),
+            Request::Stats
+        );
+    }
+
+    /// One well-formed request of every kind (every membership op too), as in
+    /// docs/protocol.md.
+    const EVERY_REQUEST: &[&str] = &[
+        r#"{"version":1,"request":"register","client":"market-data","persistent":false}"#,
+        r#"{"version":1,"request":"deregister"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"join"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"leave"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"block","source":"10.0.0.5"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"unblock","source":"10.0.0.5"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"join-source","source":"10.0.0.5"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"232.1.1.1","op":"leave-source","source":"10.0.0.5"}"#,
+        r#"{"version":1,"request":"membership","iface":"eth1","group":"ff3e::1","op":"set-filter","mode":"include","sources":["fd00::7"]}"#,
+        r#"{"version":1,"request":"get-filter","iface":"eth1","group":"232.1.1.1","client":"cli"}"#,
+        r#"{"version":1,"request":"list-start","filter":{"iface":"eth1","group":null},"page":4096}"#,
+        r#"{"version":1,"request":"list-next","cursor":1,"page":4096}"#,
+        r#"{"version":1,"request":"list-end","cursor":1}"#,
+        r#"{"version":1,"request":"stats"}"#,
+        r#"{"version":1,"request":"attach","iface":"eth1","mode":"driver","replace":false}"#,
+        r#"{"version":1,"request":"detach","iface":"eth1","keep":false}"#,
+        r#"{"version":1,"request":"owner","iface":"eth1"}"#,
+        r#"{"version":1,"request":"reload"}"#,
+    ];
+
+    /// `json` with `"field": value` added to its top-level object.
+    fn with_field(json: &str, field: &str, value: &str) -> String {
+        format!("{},\"{field}\":{value}}}", json.strip_suffix('}').unwrap())
+    }
+
+    #[test]
+    fn every_documented_request_decodes() {
+        for json in EVERY_REQUEST {
+            decode_request(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_misspelt_field_is_refused_for_every_request_kind() {
+        for json in EVERY_REQUEST {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            let kind = ["request", "op"]
+                .iter()
+                .filter_map(|t| value[t].as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let typo = with_field(json, "kep", "true");
+            match decode_request(typo.as_bytes()) {
+                Err(DecodeError::UnknownField { request, field, .. }) => {
+                    assert_eq!((request.as_str(), field.as_str()), (kind.as_str(), "kep"));
+                }
+                other => panic!("{typo}: {other:?}"),
+            }
+            let message = decode_request(typo.as_bytes()).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!("unknown field `kep` in a {kind} request")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn misspelt_fields_are_named_with_the_fields_the_request_has() {
+        let message = |json: &str| decode_request(json.as_bytes()).unwrap_err().to_string();
+        // Taken as a detach without keep, before.
+        assert_eq!(
+            message(r#"{"version":1,"request":"detach","iface":"eth1","kep":true}"#),
+            "unknown field `kep` in a detach request (its fields: iface, keep)"
+        );
+        // Nested: the list filter.
+        assert_eq!(
+            message(r#"{"version":1,"request":"list-start","filter":{"ifcae":"eth1"}}"#),
+            "unknown field `filter.ifcae` in a list-start request (its fields: group, iface)"
+        );
+        // A field of another op: join has no source.
+        assert_eq!(
+            message(
+                r#"{"version":1,"request":"membership","iface":"e","group":"232.1.1.1","op":"join","source":"10.0.0.1"}"#
+            ),
+            "unknown field `source` in a membership join request (its fields: group, iface)"
+        );
+        assert_eq!(
+            message(r#"{"version":1,"request":"stats","verbose":true}"#),
+            "unknown field `verbose` in a stats request (its fields: none)"
         );
     }
 

@@ -4,6 +4,11 @@
 //! Each connection is its own task: a client that stalls mid-message, sends garbage or an
 //! oversized length blocks nobody else. Requests reach the controller thread one at a time
 //! through a channel, so they are applied in arrival order.
+//!
+//! The server is where the wire protocol ends: it decodes a frame into a [`Request`],
+//! checks the peer's authority and the connection's registration, calls the controller with
+//! the request's parts, and turns the controller's result into a [`Reply`] or its error into
+//! an [`ErrorReply`].
 
 use std::{
     io,
@@ -19,16 +24,76 @@ use tokio::{
 
 use super::{
     DaemonError,
-    controller::{ConnId, Controller},
+    controller::{ConnId, Controller, ControllerError},
     protocol::{
-        DEFAULT_PAGE, Envelope, ErrorKind, ErrorReply, FrameError, MAX_PAGE, MAX_REQUEST_BYTES,
-        PROTOCOL_VERSION, Reply, Request, Response, read_frame, write_frame,
+        AttachOutcome, DEFAULT_PAGE, DecodeError, ErrorKind, ErrorReply, FilterView, FrameError,
+        ListFilter, MAX_PAGE, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Response,
+        decode_request, read_frame, write_frame,
     },
 };
 use crate::{
-    datapath::netlink::{LinkEvent, LinkMonitor},
+    iface::{LinkEvent, LinkMonitor},
     policy::ClientId,
+    sockopt::ApplyError,
 };
+
+/// Why the server refused a request.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error(transparent)]
+    Protocol(#[from] DecodeError),
+    #[error("message of {len} bytes exceeds the limit of {max} bytes; closing")]
+    TooLarge { len: usize, max: usize },
+    #[error("permission denied: uid {uid} may not change the filter (only root{})",
+        .gid.map_or_else(String::new, |g| format!(" and members of group {g}")))]
+    Permission { uid: u32, gid: Option<u32> },
+    #[error("this connection is already registered")]
+    AlreadyRegistered,
+    #[error("register first")]
+    NotRegistered,
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+}
+
+/// The wire form of a refusal: its kind, the kernel's errno name if the kernel refused, and
+/// the sentence.
+fn error_reply(refusal: &Refusal) -> ErrorReply {
+    use ControllerError as C;
+    let kind = match refusal {
+        Refusal::Protocol(_) | Refusal::TooLarge { .. } => ErrorKind::Protocol,
+        Refusal::Permission { .. } => ErrorKind::Permission,
+        Refusal::AlreadyRegistered | Refusal::NotRegistered => ErrorKind::State,
+        Refusal::Controller(e) => match e {
+            C::Interface(_)
+            | C::Request(_)
+            | C::ClientName
+            | C::ReservedName
+            | C::ModeChange { .. }
+            | C::ObjectWithoutOwner
+            | C::ReadObject { .. }
+            | C::Config(_)
+            | C::Socket(ApplyError::Invalid(_)) => ErrorKind::Invalid,
+            C::Kernel { .. } | C::Socket(ApplyError::Kernel(_)) => ErrorKind::Kernel,
+            C::Datapath(_) | C::Undone(_) | C::XdpQuery(_) => ErrorKind::Datapath,
+            C::NotRegistered
+            | C::NoEnumeration(_)
+            | C::AlreadyOwned { .. }
+            | C::NotOwned(_)
+            | C::NoConfig => ErrorKind::State,
+        },
+    };
+    let errno = match refusal {
+        Refusal::Controller(C::Kernel { error, .. } | C::Socket(ApplyError::Kernel(error))) => {
+            Some(error.errno_name().to_string())
+        }
+        _ => None,
+    };
+    ErrorReply {
+        kind,
+        errno,
+        message: refusal.to_string(),
+    }
+}
 
 enum Command {
     Request {
@@ -66,19 +131,8 @@ impl Authority {
         gid == allowed || pid.is_some_and(|pid| supplementary_groups(pid).contains(&allowed))
     }
 
-    fn refusal(&self, uid: u32) -> ErrorReply {
-        ErrorReply::new(
-            ErrorKind::Permission,
-            match self.gid {
-                Some(gid) => format!(
-                    "permission denied: uid {uid} may not change the filter (only root and \
-                     members of group {gid})"
-                ),
-                None => {
-                    format!("permission denied: uid {uid} may not change the filter (only root)")
-                }
-            },
-        )
+    const fn refusal(&self, uid: u32) -> Refusal {
+        Refusal::Permission { uid, gid: self.gid }
     }
 }
 
@@ -284,7 +338,7 @@ fn run_controller(mut controller: Controller, mut rx: mpsc::Receiver<Command>) {
             }
             Command::Reload => {
                 if let Err(e) = controller.reload() {
-                    log::error!("reload refused: {}", e.message);
+                    log::error!("reload refused: {e}");
                 }
             }
             Command::Shutdown { done } => {
@@ -303,85 +357,80 @@ fn dispatch(
     client: Option<ClientId>,
     request: Request,
 ) -> (Response, Option<ClientId>) {
-    let page = |p: Option<u32>| p.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let not_registered = || ErrorReply::new(ErrorKind::State, "register first");
     let mut registration = client;
-    let result = match request {
+    let response = match reply(ctl, conn, client, &mut registration, request) {
+        Ok(reply) => Response::Ok(reply),
+        Err(e) => Response::Error(error_reply(&e)),
+    };
+    (response, registration)
+}
+
+/// The controller's answer to `request`, as a wire reply.
+fn reply(
+    ctl: &mut Controller,
+    conn: ConnId,
+    client: Option<ClientId>,
+    registration: &mut Option<ClientId>,
+    request: Request,
+) -> Result<Reply, Refusal> {
+    let page = |p: Option<u32>| p.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let registered = || client.ok_or(Refusal::NotRegistered);
+    Ok(match request {
         Request::Register {
             client: name,
             persistent,
         } => {
             if client.is_some() {
-                Err(ErrorReply::new(
-                    ErrorKind::State,
-                    "this connection is already registered",
-                ))
-            } else {
-                ctl.register(&name, persistent).map(|handle| {
-                    registration = Some(handle);
-                    Reply::Registered { handle }
-                })
+                return Err(Refusal::AlreadyRegistered);
+            }
+            let handle = ctl.register(&name, persistent)?;
+            *registration = Some(handle);
+            Reply::Registered { handle }
+        }
+        Request::Deregister => {
+            let memberships = ctl.deregister(registered()?)?;
+            *registration = None;
+            Reply::Deregistered { memberships }
+        }
+        Request::Membership { iface, group, op } => {
+            let filter = ctl.membership(registered()?, &iface, group, &op)?;
+            Reply::Applied {
+                filter: filter.as_ref().map(FilterView::from),
             }
         }
-        Request::Deregister => match client {
-            Some(c) => ctl.deregister(c).map(|memberships| {
-                registration = None;
-                Reply::Deregistered { memberships }
-            }),
-            None => Err(not_registered()),
-        },
-        Request::Membership { iface, group, op } => match client {
-            Some(c) => ctl.membership(c, &iface, group, &op),
-            None => Err(not_registered()),
-        },
         Request::GetFilter {
             iface,
             group,
             client: name,
         } => {
             let whose = name.map_or(client, |n| ctl.persistent_client(&n));
-            ctl.get_filter(whose, &iface, group)
+            Reply::Filter(ctl.get_filter(whose, &iface, group)?)
         }
-        Request::ListStart { filter, page: p } => ctl.list_start(conn, &filter, page(p)),
-        Request::ListNext { cursor, page: p } => ctl.list_next(conn, cursor, page(p)),
-        Request::ListEnd { cursor } => Ok(ctl.list_end(conn, cursor)),
-        Request::Stats => ctl.stats(),
+        Request::ListStart {
+            filter: ListFilter { iface, group },
+            page: p,
+        } => Reply::Page(ctl.list_start(conn, iface.as_deref(), group, page(p))?),
+        Request::ListNext { cursor, page: p } => {
+            Reply::Page(ctl.list_next(conn, cursor, page(p))?)
+        }
+        Request::ListEnd { cursor } => {
+            ctl.list_end(conn, cursor);
+            Reply::Ended
+        }
+        Request::Stats => Reply::Stats(ctl.stats()?),
         Request::Attach {
             iface,
             mode,
             replace,
             object,
-        } => ctl.attach(&iface, mode.as_deref(), replace, object.as_deref()),
-        Request::Detach { iface, keep } => ctl.detach(&iface, keep),
-        Request::Owner { iface } => ctl.owner(&iface),
-        Request::Reload => ctl.reload(),
-    };
-    let response = match result {
-        Ok(reply) => Response::Ok(reply),
-        Err(e) => Response::Error(e),
-    };
-    (response, registration)
-}
-
-/// Decode a request: the version first, so a newer client hears about the version rather
-/// than about a shape this daemon does not know.
-fn decode(frame: &[u8]) -> Result<Request, ErrorReply> {
-    let protocol = |m: String| ErrorReply::new(ErrorKind::Protocol, m);
-    let value: serde_json::Value = serde_json::from_slice(frame)
-        .map_err(|e| protocol(format!("the message is not JSON: {e}")))?;
-    match value.get("version").and_then(serde_json::Value::as_u64) {
-        None => return Err(protocol("the message has no protocol version".into())),
-        Some(v) if v != u64::from(PROTOCOL_VERSION) => {
-            return Err(protocol(format!(
-                "protocol version {v} is not supported; this daemon speaks version \
-                 {PROTOCOL_VERSION}"
-            )));
-        }
-        Some(_) => {}
-    }
-    serde_json::from_value::<Envelope>(value)
-        .map(|e| e.request)
-        .map_err(|e| protocol(format!("not a valid request: {e}")))
+        } => match ctl.attach(&iface, mode, replace, object.as_deref())? {
+            AttachOutcome::Attached(a) => Reply::Attached(a),
+            AttachOutcome::Replaced(r) => Reply::Replaced(r),
+        },
+        Request::Detach { iface, keep } => Reply::Detached(ctl.detach(&iface, keep)?),
+        Request::Owner { iface } => Reply::Owner(ctl.owner(&iface)?),
+        Request::Reload => Reply::Reloaded(ctl.reload()?),
+    })
 }
 
 async fn respond(stream: &mut UnixStream, response: &Response) -> io::Result<()> {
@@ -409,10 +458,7 @@ async fn connection(
             Ok(frame) => frame,
             Err(FrameError::Closed) => break,
             Err(FrameError::TooLarge { len, max }) => {
-                let e = ErrorReply::new(
-                    ErrorKind::Protocol,
-                    format!("message of {len} bytes exceeds the limit of {max} bytes; closing"),
-                );
+                let e = error_reply(&Refusal::TooLarge { len, max });
                 let _ = respond(&mut stream, &Response::Error(e)).await;
                 break;
             }
@@ -421,10 +467,10 @@ async fn connection(
                 break;
             }
         };
-        let response = match decode(&frame) {
-            Err(e) => Response::Error(e),
+        let response = match decode_request(&frame) {
+            Err(e) => Response::Error(error_reply(&Refusal::Protocol(e))),
             Ok(request) if changes_state(&request) && !authorized => {
-                Response::Error(authority.refusal(uid))
+                Response::Error(error_reply(&authority.refusal(uid)))
             }
             Ok(request) => {
                 let (reply, rx) = oneshot::channel();
@@ -456,34 +502,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decode_names_the_problem() {
-        let e = decode(b"{not json").unwrap_err();
-        assert!(
-            e.message.starts_with("the message is not JSON"),
-            "{}",
-            e.message
-        );
-        let e = decode(br#"{"request":"stats"}"#).unwrap_err();
-        assert_eq!(e.message, "the message has no protocol version");
-        let e = decode(br#"{"version":9,"request":"teleport"}"#).unwrap_err();
-        assert!(
-            e.message.contains("protocol version 9 is not supported"),
-            "{}",
-            e.message
-        );
-        let e = decode(br#"{"version":1,"request":"teleport"}"#).unwrap_err();
-        assert!(
-            e.message.starts_with("not a valid request"),
-            "{}",
-            e.message
-        );
-        assert_eq!(
-            decode(br#"{"version":1,"request":"stats"}"#).unwrap(),
-            Request::Stats
-        );
-    }
-
-    #[test]
     fn authority() {
         let root_only = Authority { gid: None };
         assert!(root_only.allows(0, 0, None));
@@ -491,6 +509,15 @@ mod tests {
         let group = Authority { gid: Some(4242) };
         assert!(group.allows(1000, 4242, None));
         assert!(!group.allows(1000, 1000, None));
-        assert!(root_only.refusal(1000).message.contains("uid 1000"));
+        assert!(root_only.refusal(1000).to_string().contains("uid 1000"));
+        assert_eq!(
+            group.refusal(7).to_string(),
+            "permission denied: uid 7 may not change the filter (only root and members of \
+             group 4242)"
+        );
+        assert_eq!(
+            error_reply(&root_only.refusal(7)).kind,
+            ErrorKind::Permission
+        );
     }
 }

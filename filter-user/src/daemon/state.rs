@@ -16,7 +16,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::protocol::FilterMode;
+use crate::policy::Mode;
 
 const FORMAT: &str = "msfilter-state";
 const VERSION: u32 = 1;
@@ -38,7 +38,7 @@ pub struct OwnedInterface {
 pub struct Membership {
     pub iface: String,
     pub group: IpAddr,
-    pub mode: FilterMode,
+    pub mode: Mode,
     pub sources: Vec<IpAddr>,
 }
 
@@ -199,7 +199,7 @@ mod tests {
                 memberships: vec![Membership {
                     iface: "eth1".into(),
                     group: "232.1.1.1".parse().unwrap(),
-                    mode: FilterMode::Exclude,
+                    mode: Mode::Exclude,
                     sources: vec!["10.0.0.5".parse().unwrap()],
                 }],
             }],

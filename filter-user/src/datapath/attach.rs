@@ -22,14 +22,16 @@ use aya::{
     },
 };
 
-use super::{
-    Datapath, DatapathError, Result, interface_name,
-    netlink::{self, XdpAttachedMode},
-    pins, program_mut, resolve_interface,
+use super::{Datapath, DatapathError, Result, pins, program_mut};
+use crate::iface::{
+    self,
+    xdp::{self, XdpAttachedMode},
 };
 
-/// How the program runs on an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// How the program runs on an interface (`"driver"` or `"skb"` in the configuration file
+/// and on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Native XDP, in the driver: the fast path.
     Driver,
@@ -111,7 +113,7 @@ fn program_error(e: &aya::programs::ProgramError) -> String {
 }
 
 fn mode_of(ifindex: u32) -> AttachMode {
-    match netlink::xdp_attachment(ifindex) {
+    match xdp::xdp_attachment(ifindex) {
         Ok(Some(a)) if a.mode == XdpAttachedMode::Skb => AttachMode::Skb,
         _ => AttachMode::Driver,
     }
@@ -138,18 +140,18 @@ impl Datapath {
         Ok((FdLink::from(pinned), Some(path)))
     }
 
-    /// Attach the program to `iface` (name or index). With `mode = None`, driver mode is
+    /// Attach the program to interface `ifindex`. With `mode = None`, driver mode is
     /// tried first and generic mode if the driver has no XDP support; the result says which.
     /// A link this daemon pinned there earlier is adopted. Another XDP program on the
     /// interface is refused, naming it, unless `replace_foreign`. A missing interface or a
     /// failed attach changes nothing.
     pub fn attach(
         &mut self,
-        iface: &str,
+        ifindex: u32,
         mode: Option<AttachMode>,
         replace_foreign: bool,
     ) -> Result<&Attachment> {
-        let (ifindex, name) = resolve_interface(iface)?;
+        let name = iface::by_index(ifindex)?.name;
         if let Some(existing) = self.attachments.0.get(&ifindex) {
             return Err(DatapathError::AlreadyAttached {
                 iface: name,
@@ -159,12 +161,12 @@ impl Datapath {
         if self.pinned_link(ifindex) {
             return self.adopt(ifindex);
         }
-        let foreign = netlink::xdp_attachment(ifindex).map_err(|e| DatapathError::Attach {
+        let foreign = xdp::xdp_attachment(ifindex).map_err(|e| DatapathError::Attach {
             iface: name.clone(),
             detail: format!("querying its XDP program: {e}"),
         })?;
         if let Some(foreign) = foreign {
-            let summary = netlink::program_summary(foreign.prog_id).ok();
+            let summary = xdp::program_summary(foreign.prog_id).ok();
             let program = summary
                 .as_ref()
                 .map_or_else(|| "?".to_string(), |s| s.name.clone());
@@ -176,7 +178,7 @@ impl Datapath {
                     mode: foreign.mode.to_string(),
                 });
             }
-            netlink::remove_xdp(ifindex).map_err(|e| DatapathError::Attach {
+            xdp::remove_xdp(ifindex).map_err(|e| DatapathError::Attach {
                 iface: name.clone(),
                 detail: format!("removing program {} ({program}): {e}", foreign.prog_id),
             })?;
@@ -254,7 +256,7 @@ impl Datapath {
     pub fn adopt(&mut self, ifindex: u32) -> Result<&Attachment> {
         let dir = self.pin_dir.clone().ok_or(DatapathError::NotPinned)?;
         let path = pins::link_path(&dir, ifindex);
-        let iface = interface_name(ifindex).unwrap_or_else(|| format!("#{ifindex}"));
+        let iface = iface::label(ifindex);
         let adopt_error = |detail: String| DatapathError::Attach {
             iface: iface.clone(),
             detail: format!("adopting the pinned link {}: {detail}", path.display()),

@@ -9,27 +9,29 @@
 //! * [`Datapath::reason_counters`], [`Datapath::group_counters`],
 //!   [`Datapath::source_counters`]: counters summed over CPUs.
 //! * [`Datapath::test_run`]: run the program on a frame through `BPF_PROG_TEST_RUN`.
+//!
+//! Interfaces are given by index ([`crate::iface`] resolves names); what a group's entries
+//! must hold is a [`GroupFilter`] of the policy model.
 
 mod attach;
 mod counters;
 mod maps;
-pub mod netlink;
 mod pins;
 pub mod sys;
 
-use std::{collections::BTreeSet, io, path::PathBuf};
+use std::{io, path::PathBuf};
 
 pub use attach::{AttachMode, Attachment, Replaced};
 use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
 pub use counters::{GroupCounters, ReasonCounters};
 pub use maps::{FilterChange, Installed};
-use msfilter_common::{
-    Addr, Mode,
-    limits::{
-        DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, MIN_MAX_GROUPS, MIN_MAX_SOURCES,
-        PROGRAM_NAME, REASONS_MAP, SOURCES_MAP,
-    },
+use msfilter_common::limits::{
+    DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, MIN_MAX_GROUPS, MIN_MAX_SOURCES,
+    PROGRAM_NAME, REASONS_MAP, SOURCES_MAP,
 };
+
+// What a group's entries must hold: the policy model's filter.
+use crate::policy::GroupFilter;
 
 /// The XDP object built from `filter-ebpf` by `build.rs`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/msfilter-xdp"));
@@ -57,10 +59,8 @@ pub enum DatapathError {
     },
     #[error("loading the XDP program into the kernel failed: {0}")]
     LoadProgram(#[source] Box<aya::programs::ProgramError>),
-    #[error("no interface named {0:?}")]
-    NoSuchInterface(String),
-    #[error("no interface with index {0}")]
-    NoSuchIfindex(u32),
+    #[error(transparent)]
+    NoSuchInterface(#[from] crate::iface::NoSuchInterface),
     #[error("msfilter is already attached to {iface} (mode {mode})")]
     AlreadyAttached { iface: String, mode: AttachMode },
     #[error("msfilter is not attached to interface index {0}")]
@@ -140,22 +140,6 @@ pub struct ProgramSize {
     pub verified_instructions: Option<u32>,
     pub translated_bytes: Option<u32>,
     pub jited_bytes: u32,
-}
-
-/// A group's filter on one interface: the mode and the listed sources.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct GroupFilter {
-    pub mode: Mode,
-    pub sources: BTreeSet<Addr>,
-}
-
-impl GroupFilter {
-    pub fn new(mode: Mode, sources: impl IntoIterator<Item = Addr>) -> Self {
-        Self {
-            mode,
-            sources: sources.into_iter().collect(),
-        }
-    }
 }
 
 /// The loaded XDP program, its maps, and what this process wrote into them.
@@ -396,34 +380,6 @@ fn raise_memlock_limit() {
             io::Error::last_os_error()
         );
     }
-}
-
-/// Resolve an interface given by name or by index in the calling thread's network namespace.
-pub fn resolve_interface(spec: &str) -> Result<(u32, String)> {
-    if let Ok(index) = spec.parse::<u32>() {
-        let name = interface_name(index).ok_or(DatapathError::NoSuchIfindex(index))?;
-        return Ok((index, name));
-    }
-    let c = std::ffi::CString::new(spec)
-        .map_err(|_| DatapathError::NoSuchInterface(spec.to_string()))?;
-    // SAFETY: valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if index == 0 {
-        return Err(DatapathError::NoSuchInterface(spec.to_string()));
-    }
-    Ok((index, spec.to_string()))
-}
-
-/// The name of interface `index`, if it exists.
-pub fn interface_name(index: u32) -> Option<String> {
-    let mut buf = [0u8; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
-    if p.is_null() {
-        return None;
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
 // Tests and the daemon hand the datapath to threads inside network namespaces.

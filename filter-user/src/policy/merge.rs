@@ -8,9 +8,9 @@
 
 use std::collections::BTreeSet;
 
-use msfilter_common::{Addr, Mode};
+use msfilter_common::Addr;
 
-use crate::datapath::GroupFilter;
+use super::{GroupFilter, Mode};
 
 /// Merge the filters of every member socket of one group on one interface. `None` when there
 /// is no member at all (the group is then not msfilter's to filter).

@@ -5,15 +5,14 @@
 //! this model never holds a state the kernel did not accept. [`Memberships::merged`] is what
 //! the datapath must enforce for a group; [`merge`] is the pure rule.
 
+mod filter;
 mod merge;
 
 use std::collections::BTreeMap;
 
+pub use filter::{GroupFilter, Mode, mode_name, parse_mode};
 pub use merge::{accepts, merge};
-
 use msfilter_common::GroupKey;
-
-use crate::datapath::GroupFilter;
 
 /// A registered client's handle.
 pub type ClientId = u64;

@@ -1,10 +1,9 @@
 //! The C side: option structures byte for byte as the kernel reads them, socket addresses,
-//! and the raw `setsockopt`/`getsockopt`/`ioctl` calls.
+//! and the raw `setsockopt` calls.
 //!
-//! `libc` provides `group_req`, `group_source_req`, `ip_mreqn`, `ip_mreq_source` and
-//! `ipv6_mreq`; `group_filter` and `ip_msfilter` (variable-length: a header followed by a
-//! source list) are defined here. The size tests at the bottom pin every layout to the sizes
-//! of the kernel's UAPI headers on 64-bit Linux.
+//! `libc` provides `group_req` and `group_source_req`; `group_filter` (variable-length: a
+//! header followed by a source list) is defined here. The size tests at the bottom pin every
+//! layout to the sizes of the kernel's UAPI headers on 64-bit Linux.
 
 #![allow(non_camel_case_types)]
 
@@ -14,9 +13,7 @@ use std::{
     os::fd::{AsRawFd as _, BorrowedFd},
 };
 
-pub use libc::{
-    group_req, group_source_req, in_addr, ip_mreq_source, ip_mreqn, ipv6_mreq, sockaddr_storage,
-};
+pub use libc::{group_req, group_source_req, in_addr, sockaddr_storage};
 
 use super::SockoptError;
 
@@ -35,26 +32,9 @@ pub struct group_filter {
     pub gf_slist: [sockaddr_storage; 1],
 }
 
-/// `struct ip_msfilter` (`<linux/in.h>`): IPv4 full-state filter. `imsf_interface` is the
-/// interface's *address*, not its index.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ip_msfilter {
-    pub imsf_multiaddr: in_addr,
-    pub imsf_interface: in_addr,
-    pub imsf_fmode: u32,
-    pub imsf_numsrc: u32,
-    pub imsf_slist: [in_addr; 1],
-}
-
 /// `GROUP_FILTER_SIZE(n)`: bytes of a `group_filter` carrying `n` sources.
 pub const fn group_filter_size(n: usize) -> usize {
     offset_of!(group_filter, gf_slist) + n * size_of::<sockaddr_storage>()
-}
-
-/// `IP_MSFILTER_SIZE(n)`: bytes of an `ip_msfilter` carrying `n` sources.
-pub const fn ip_msfilter_size(n: usize) -> usize {
-    offset_of!(ip_msfilter, imsf_slist) + n * size_of::<in_addr>()
 }
 
 /// `MCAST_INCLUDE` / `MCAST_EXCLUDE` for a mode.
@@ -137,16 +117,6 @@ pub fn ip_of_storage(ss: &sockaddr_storage) -> Option<IpAddr> {
             Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
         }
         _ => None,
-    }
-}
-
-/// `ipv6_mreq` for `group` on interface `ifindex`.
-pub fn ipv6_mreq_of(group: Ipv6Addr, ifindex: u32) -> ipv6_mreq {
-    ipv6_mreq {
-        ipv6mr_multiaddr: libc::in6_addr {
-            s6_addr: group.octets(),
-        },
-        ipv6mr_interface: ifindex as libc::c_uint,
     }
 }
 
@@ -240,41 +210,6 @@ impl GroupFilterBuf {
     }
 }
 
-/// An `ip_msfilter` with its source list, for `setsockopt(IP_MSFILTER)`.
-pub struct IpMsfilterBuf {
-    words: Vec<in_addr>,
-    numsrc: usize,
-}
-
-impl IpMsfilterBuf {
-    pub fn new(group: Ipv4Addr, interface: Ipv4Addr, fmode: u32, sources: &[Ipv4Addr]) -> Self {
-        let header = offset_of!(ip_msfilter, imsf_slist) / size_of::<in_addr>();
-        let mut words = vec![in_addr { s_addr: 0 }; header + sources.len().max(1)];
-        words[0] = in_addr_of(group);
-        words[1] = in_addr_of(interface);
-        words[2] = in_addr { s_addr: fmode };
-        words[3] = in_addr {
-            s_addr: sources.len() as u32,
-        };
-        for (w, s) in words[header..].iter_mut().zip(sources) {
-            *w = in_addr_of(*s);
-        }
-        Self {
-            words,
-            numsrc: sources.len(),
-        }
-    }
-
-    /// Bytes that carry the sources (the option length to pass).
-    pub fn option_len(&self) -> usize {
-        ip_msfilter_size(self.numsrc)
-    }
-
-    pub fn as_ptr(&self) -> *const libc::c_void {
-        self.words.as_ptr().cast()
-    }
-}
-
 /// `setsockopt(fd, level, name, ptr, len)`, failing as `option`.
 ///
 /// # Safety
@@ -316,41 +251,6 @@ pub fn setsockopt<T: Copy>(
     }
 }
 
-/// The name of interface `ifindex` (`SIOCGIFNAME`), in the socket's network namespace.
-fn ifreq_for_index(fd: BorrowedFd<'_>, ifindex: u32) -> Result<libc::ifreq, SockoptError> {
-    // SAFETY: ifreq is plain data (a name array and a union of plain data).
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    ifr.ifr_ifru.ifru_ifindex = libc::c_int::try_from(ifindex)
-        .map_err(|_| SockoptError::new("SIOCGIFNAME", libc::ENODEV))?;
-    // SAFETY: SIOCGIFNAME reads ifr_ifindex and writes ifr_name inside the ifreq we own.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFNAME, &raw mut ifr) } != 0 {
-        return Err(SockoptError::last("SIOCGIFNAME"));
-    }
-    Ok(ifr)
-}
-
-/// The primary IPv4 address of interface `ifindex` (`SIOCGIFNAME` then `SIOCGIFADDR` on an
-/// IPv4 socket), in the socket's network namespace.
-pub fn interface_ipv4(fd: BorrowedFd<'_>, ifindex: u32) -> Result<Ipv4Addr, SockoptError> {
-    let mut ifr = ifreq_for_index(fd, ifindex)?;
-    // SAFETY: SIOCGIFADDR reads ifr_name and writes ifr_addr inside the ifreq we own.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFADDR, &raw mut ifr) } != 0 {
-        return Err(SockoptError::last("SIOCGIFADDR"));
-    }
-    // SAFETY: after a successful SIOCGIFADDR the union holds ifru_addr, an AF_INET
-    // sockaddr; sockaddr and sockaddr_in have the same size and the union is aligned for
-    // both (it also holds pointers and ints).
-    let sin = unsafe {
-        std::ptr::from_ref(&ifr.ifr_ifru.ifru_addr)
-            .cast::<libc::sockaddr_in>()
-            .read()
-    };
-    if i32::from(sin.sin_family) != libc::AF_INET {
-        return Err(SockoptError::new("SIOCGIFADDR", libc::EAFNOSUPPORT));
-    }
-    Ok(ipv4_of(sin.sin_addr))
-}
-
 #[cfg(test)]
 mod tests {
     use std::mem::align_of;
@@ -374,12 +274,6 @@ mod tests {
         assert_eq!(offset_of!(group_filter, gf_slist), 144);
         assert_eq!(group_filter_size(0), 144);
         assert_eq!(group_filter_size(3), 144 + 3 * 128);
-        assert_eq!(size_of::<ip_mreqn>(), 12);
-        assert_eq!(size_of::<ip_mreq_source>(), 12);
-        assert_eq!(size_of::<ipv6_mreq>(), 20);
-        assert_eq!(size_of::<ip_msfilter>(), 20);
-        assert_eq!(ip_msfilter_size(0), 16);
-        assert_eq!(ip_msfilter_size(2), 24);
     }
 
     #[test]
@@ -431,27 +325,6 @@ mod tests {
         let empty = GroupFilterBuf::with_capacity(0);
         assert_eq!(empty.option_len(), 144);
         assert!(empty.storage.len() * 128 >= size_of::<group_filter>());
-    }
-
-    #[test]
-    fn ip_msfilter_buffer_is_the_kernel_layout() {
-        let buf = IpMsfilterBuf::new(
-            Ipv4Addr::new(232, 0, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 9),
-            fmode(msfilter_common::Mode::Exclude),
-            &[Ipv4Addr::new(10, 0, 0, 1)],
-        );
-        assert_eq!(buf.option_len(), 20);
-        assert_eq!(buf.words[0].s_addr.to_ne_bytes(), [232, 0, 0, 1]);
-        assert_eq!(buf.words[1].s_addr.to_ne_bytes(), [10, 0, 0, 9]);
-        assert_eq!(buf.words[2].s_addr, libc::MCAST_EXCLUDE as u32);
-        assert_eq!(buf.words[3].s_addr, 1);
-        assert_eq!(buf.words[4].s_addr.to_ne_bytes(), [10, 0, 0, 1]);
-        assert_eq!(
-            IpMsfilterBuf::new(Ipv4Addr::new(232, 0, 0, 1), Ipv4Addr::UNSPECIFIED, 1, &[])
-                .option_len(),
-            16
-        );
     }
 
     #[test]

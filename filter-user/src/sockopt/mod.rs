@@ -4,9 +4,8 @@
 //! mirrored exactly as the kernel states it.
 //!
 //! * [`Request`]: join, leave, block, unblock, join/leave (source, group), set the whole
-//!   filter; for IPv4 and IPv6.
-//! * [`OptionSet`]: the protocol-independent `MCAST_*` options (RFC 3678) or the
-//!   family-specific ones (`IP_ADD_MEMBERSHIP`, `IP_BLOCK_SOURCE`, `IPV6_JOIN_GROUP`, …).
+//!   filter; for IPv4 and IPv6. The same enum is the `op` of the wire protocol's membership
+//!   request.
 //! * [`MembershipSocket`]: a UDP socket for one family and one interface, never bound to a
 //!   port (it never receives data), `IP_MULTICAST_ALL`/`IPV6_MULTICAST_ALL` off. msfilter
 //!   uses one per (client, interface, group).
@@ -18,23 +17,21 @@
 //!
 //! # Which option carries which request
 //!
-//! | request | protocol-independent | IPv4 family-specific | IPv6 family-specific |
-//! |---|---|---|---|
-//! | join group | `MCAST_JOIN_GROUP` | `IP_ADD_MEMBERSHIP` (`ip_mreqn`, by index) | `IPV6_JOIN_GROUP` |
-//! | leave group | `MCAST_LEAVE_GROUP` | `IP_DROP_MEMBERSHIP` (`ip_mreqn`, by index) | `IPV6_LEAVE_GROUP` |
-//! | block / unblock | `MCAST_(UN)BLOCK_SOURCE` | `IP_(UN)BLOCK_SOURCE` | `MCAST_*` |
-//! | join / leave (S,G) | `MCAST_JOIN/LEAVE_SOURCE_GROUP` | `IP_ADD/DROP_SOURCE_MEMBERSHIP` | `MCAST_*` |
-//! | set filter | `MCAST_MSFILTER` | `IP_MSFILTER` | `MCAST_*` |
-//! | get filter | `getsockopt(MCAST_MSFILTER)` | same | same |
+//! msfilter sets the protocol-independent options of RFC 3678 (`MCAST_*`), which take the
+//! interface by index, at `SOL_IP` or `SOL_IPV6`:
 //!
-//! IPv6 has no family-specific source options, so `MCAST_*` serve both sets there.
-//! `ip_mreq_source` and `ip_msfilter` name the interface by its IPv4 *address*, not its
-//! index: msfilter looks the interface's primary address up (`SIOCGIFADDR`) at each
-//! request. When the interface has no IPv4 address (or no longer exists), the family-specific
-//! source requests are carried by their `MCAST_*` equivalents, which take the index and on
-//! which the kernel behaves identically; [`SockoptError::option`] says which one was used.
-//! (If two interfaces in the namespace share that address the kernel may pick the other;
-//! give each interface its own address or use the protocol-independent set.)
+//! | request | option |
+//! |---|---|
+//! | join group | `MCAST_JOIN_GROUP` (`group_req`) |
+//! | leave group | `MCAST_LEAVE_GROUP` |
+//! | block / unblock | `MCAST_BLOCK_SOURCE` / `MCAST_UNBLOCK_SOURCE` (`group_source_req`) |
+//! | join / leave (S,G) | `MCAST_JOIN_SOURCE_GROUP` / `MCAST_LEAVE_SOURCE_GROUP` |
+//! | set filter | `MCAST_MSFILTER` (`group_filter`) |
+//! | get filter | `getsockopt(MCAST_MSFILTER)` |
+//!
+//! The kernel treats the family-specific options (`IP_ADD_MEMBERSHIP`, `IP_BLOCK_SOURCE`,
+//! `IPV6_JOIN_GROUP`, …) the same way; the test bed checks that against these
+//! (`tests/src/option_sets.rs`).
 
 mod addr;
 mod errno;
@@ -50,11 +47,15 @@ use std::{
 
 pub use addr::{addr_of, ip_of};
 pub use errno::{SockoptError, errno_from_name, errno_name};
+/// The raw calls and conversions underneath, for code that sets other options on a
+/// membership socket (the test bed's family-specific options).
+pub use ffi::{fmode, in_addr_of, setsockopt, setsockopt_raw};
 pub use limits::{Limit, LimitGuard};
-pub use msfilter_common::Mode;
 pub use validate::{InvalidRequest, Role, validate, validate_group, validate_source};
 
-use self::ffi::{GroupFilterBuf, IpMsfilterBuf};
+pub use msfilter_common::Mode;
+
+use self::ffi::GroupFilterBuf;
 
 /// An address family of a membership socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,21 +99,32 @@ impl fmt::Display for Family {
 }
 
 /// A membership request on one group (the group is given alongside).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// On the wire it is the `op` of a membership request, tagged by its protocol name:
+/// `{"op": "block", "source": "10.0.0.5"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op")]
 pub enum Request {
     /// Any-source join: receive from every source (EXCLUDE {}).
+    #[serde(rename = "join")]
     JoinGroup,
     /// Leave the group, dropping all its sources too.
+    #[serde(rename = "leave")]
     LeaveGroup,
     /// Any-source: stop receiving from this source.
-    BlockSource(IpAddr),
+    #[serde(rename = "block")]
+    BlockSource { source: IpAddr },
     /// Any-source: receive from this blocked source again.
-    UnblockSource(IpAddr),
+    #[serde(rename = "unblock")]
+    UnblockSource { source: IpAddr },
     /// Controlled-source: receive from this source (joins the group if needed).
-    JoinSourceGroup(IpAddr),
+    #[serde(rename = "join-source")]
+    JoinSourceGroup { source: IpAddr },
     /// Controlled-source: stop receiving from this source (the last one leaves the group).
-    LeaveSourceGroup(IpAddr),
+    #[serde(rename = "leave-source")]
+    LeaveSourceGroup { source: IpAddr },
     /// Replace the whole filter. INCLUDE with no sources is the same as leaving.
+    #[serde(rename = "set-filter")]
     SetFilter { mode: Mode, sources: Vec<IpAddr> },
 }
 
@@ -121,10 +133,10 @@ impl fmt::Display for Request {
         match self {
             Request::JoinGroup => f.write_str("join"),
             Request::LeaveGroup => f.write_str("leave"),
-            Request::BlockSource(s) => write!(f, "block {s}"),
-            Request::UnblockSource(s) => write!(f, "unblock {s}"),
-            Request::JoinSourceGroup(s) => write!(f, "join-source {s}"),
-            Request::LeaveSourceGroup(s) => write!(f, "leave-source {s}"),
+            Request::BlockSource { source: s } => write!(f, "block {s}"),
+            Request::UnblockSource { source: s } => write!(f, "unblock {s}"),
+            Request::JoinSourceGroup { source: s } => write!(f, "join-source {s}"),
+            Request::LeaveSourceGroup { source: s } => write!(f, "leave-source {s}"),
             Request::SetFilter { mode, sources } => {
                 let mode = match mode {
                     Mode::Include => "include",
@@ -141,17 +153,6 @@ impl fmt::Display for Request {
             }
         }
     }
-}
-
-/// Which vocabulary of socket options carries a request (see the module table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum OptionSet {
-    /// `MCAST_*` (RFC 3678 protocol-independent), at `SOL_IP` or `SOL_IPV6`.
-    #[default]
-    ProtocolIndependent,
-    /// `IP_*` for IPv4 and `IPV6_JOIN_GROUP`/`IPV6_LEAVE_GROUP` for IPv6 (`MCAST_*` where
-    /// the family has nothing else).
-    FamilySpecific,
 }
 
 /// Why [`MembershipSocket::apply`] failed: refused by validation (the kernel was not asked)
@@ -272,44 +273,15 @@ impl MembershipSocket {
     }
 
     /// Validate `req` on `group` ([`validate`]), then apply it as a socket option.
-    pub fn apply(&self, group: IpAddr, req: &Request, set: OptionSet) -> Result<(), ApplyError> {
+    pub fn apply(&self, group: IpAddr, req: &Request) -> Result<(), ApplyError> {
         validate(self.family, group, req)?;
-        Ok(self.apply_unchecked(group, req, set)?)
+        Ok(self.set_option(group, req)?)
     }
 
-    /// Apply `req` without validating it first: the kernel's own verdict. For tests that
-    /// show what the kernel says about requests msfilter refuses; a wrong-family address is
-    /// passed in the protocol-independent form, whichever set is asked for.
-    pub fn apply_unchecked(
-        &self,
-        group: IpAddr,
-        req: &Request,
-        set: OptionSet,
-    ) -> Result<(), SockoptError> {
-        match (set, self.family) {
-            (OptionSet::FamilySpecific, Family::V4) => {
-                if let Some(result) = self.apply_ipv4_specific(group, req) {
-                    return result;
-                }
-            }
-            (OptionSet::FamilySpecific, Family::V6) => {
-                if let (IpAddr::V6(g), Request::JoinGroup | Request::LeaveGroup) = (group, req) {
-                    let (name, option) = if *req == Request::JoinGroup {
-                        (libc::IPV6_ADD_MEMBERSHIP, "IPV6_JOIN_GROUP")
-                    } else {
-                        (libc::IPV6_DROP_MEMBERSHIP, "IPV6_LEAVE_GROUP")
-                    };
-                    let mreq = ffi::ipv6_mreq_of(g, self.ifindex);
-                    return ffi::setsockopt(self.fd.as_fd(), libc::SOL_IPV6, name, &mreq, option);
-                }
-            }
-            (OptionSet::ProtocolIndependent, _) => {}
-        }
-        self.apply_protocol_independent(group, req)
-    }
-
-    /// The `MCAST_*` form of every request.
-    fn apply_protocol_independent(&self, group: IpAddr, req: &Request) -> Result<(), SockoptError> {
+    /// Set the option that carries `req` without validating it: the kernel's own verdict.
+    /// For a request [`validate`] already accepted, and for showing what the kernel says
+    /// about requests msfilter refuses.
+    pub fn set_option(&self, group: IpAddr, req: &Request) -> Result<(), SockoptError> {
         let fd = self.fd.as_fd();
         let level = self.family.level();
         let group_req = || ffi::group_req {
@@ -336,28 +308,28 @@ impl MembershipSocket {
                 &group_req(),
                 "MCAST_LEAVE_GROUP",
             ),
-            Request::BlockSource(s) => ffi::setsockopt(
+            Request::BlockSource { source: s } => ffi::setsockopt(
                 fd,
                 level,
                 libc::MCAST_BLOCK_SOURCE,
                 &source_req(*s),
                 "MCAST_BLOCK_SOURCE",
             ),
-            Request::UnblockSource(s) => ffi::setsockopt(
+            Request::UnblockSource { source: s } => ffi::setsockopt(
                 fd,
                 level,
                 libc::MCAST_UNBLOCK_SOURCE,
                 &source_req(*s),
                 "MCAST_UNBLOCK_SOURCE",
             ),
-            Request::JoinSourceGroup(s) => ffi::setsockopt(
+            Request::JoinSourceGroup { source: s } => ffi::setsockopt(
                 fd,
                 level,
                 libc::MCAST_JOIN_SOURCE_GROUP,
                 &source_req(*s),
                 "MCAST_JOIN_SOURCE_GROUP",
             ),
-            Request::LeaveSourceGroup(s) => ffi::setsockopt(
+            Request::LeaveSourceGroup { source: s } => ffi::setsockopt(
                 fd,
                 level,
                 libc::MCAST_LEAVE_SOURCE_GROUP,
@@ -377,93 +349,6 @@ impl MembershipSocket {
                         "MCAST_MSFILTER",
                     )
                 }
-            }
-        }
-    }
-
-    /// The `IP_*` form of `req`, or `None` when it must go as `MCAST_*` (an address of the
-    /// wrong family, or a source request on an interface without an IPv4 address).
-    fn apply_ipv4_specific(
-        &self,
-        group: IpAddr,
-        req: &Request,
-    ) -> Option<Result<(), SockoptError>> {
-        let IpAddr::V4(g) = group else {
-            return None;
-        };
-        let fd = self.fd.as_fd();
-        let membership = |name, option| {
-            let mreq = ffi::ip_mreqn {
-                imr_multiaddr: ffi::in_addr_of(g),
-                imr_address: ffi::in_addr_of(std::net::Ipv4Addr::UNSPECIFIED),
-                imr_ifindex: self.ifindex as libc::c_int,
-            };
-            ffi::setsockopt(fd, libc::SOL_IP, name, &mreq, option)
-        };
-        let (name, option, source) = match req {
-            Request::JoinGroup => {
-                return Some(membership(libc::IP_ADD_MEMBERSHIP, "IP_ADD_MEMBERSHIP"));
-            }
-            Request::LeaveGroup => {
-                return Some(membership(libc::IP_DROP_MEMBERSHIP, "IP_DROP_MEMBERSHIP"));
-            }
-            Request::SetFilter { mode, sources } => {
-                let sources = sources
-                    .iter()
-                    .map(|s| match s {
-                        IpAddr::V4(a) => Some(*a),
-                        IpAddr::V6(_) => None,
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                let interface = self.interface_ipv4()?;
-                let buf = IpMsfilterBuf::new(g, interface, ffi::fmode(*mode), &sources);
-                // SAFETY: `buf` holds `buf.option_len()` initialised bytes.
-                return Some(unsafe {
-                    ffi::setsockopt_raw(
-                        fd,
-                        libc::SOL_IP,
-                        libc::IP_MSFILTER,
-                        buf.as_ptr(),
-                        buf.option_len(),
-                        "IP_MSFILTER",
-                    )
-                });
-            }
-            Request::BlockSource(s) => (libc::IP_BLOCK_SOURCE, "IP_BLOCK_SOURCE", s),
-            Request::UnblockSource(s) => (libc::IP_UNBLOCK_SOURCE, "IP_UNBLOCK_SOURCE", s),
-            Request::JoinSourceGroup(s) => (
-                libc::IP_ADD_SOURCE_MEMBERSHIP,
-                "IP_ADD_SOURCE_MEMBERSHIP",
-                s,
-            ),
-            Request::LeaveSourceGroup(s) => (
-                libc::IP_DROP_SOURCE_MEMBERSHIP,
-                "IP_DROP_SOURCE_MEMBERSHIP",
-                s,
-            ),
-        };
-        let IpAddr::V4(source) = *source else {
-            return None;
-        };
-        let interface = self.interface_ipv4()?;
-        let mreq = ffi::ip_mreq_source {
-            imr_multiaddr: ffi::in_addr_of(g),
-            imr_interface: ffi::in_addr_of(interface),
-            imr_sourceaddr: ffi::in_addr_of(source),
-        };
-        Some(ffi::setsockopt(fd, libc::SOL_IP, name, &mreq, option))
-    }
-
-    /// The interface's primary IPv4 address, if it has one (IPv4 sockets only).
-    fn interface_ipv4(&self) -> Option<std::net::Ipv4Addr> {
-        match ffi::interface_ipv4(self.fd.as_fd(), self.ifindex) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                log::debug!(
-                    "interface {} has no usable IPv4 address ({e}); using MCAST_* instead",
-                    self.ifindex
-                );
-                None
             }
         }
     }
@@ -533,9 +418,12 @@ mod tests {
     fn requests_display_as_short_phrases() {
         let s: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(Request::JoinGroup.to_string(), "join");
-        assert_eq!(Request::BlockSource(s).to_string(), "block 10.0.0.1");
         assert_eq!(
-            Request::LeaveSourceGroup(s).to_string(),
+            Request::BlockSource { source: s }.to_string(),
+            "block 10.0.0.1"
+        );
+        assert_eq!(
+            Request::LeaveSourceGroup { source: s }.to_string(),
             "leave-source 10.0.0.1"
         );
         assert_eq!(

@@ -111,10 +111,10 @@ pub fn validate(socket: Family, group: IpAddr, req: &Request) -> Result<(), Inva
     validate_group(socket, group)?;
     match req {
         Request::JoinGroup | Request::LeaveGroup => Ok(()),
-        Request::BlockSource(s)
-        | Request::UnblockSource(s)
-        | Request::JoinSourceGroup(s)
-        | Request::LeaveSourceGroup(s) => validate_source(socket, *s),
+        Request::BlockSource { source: s }
+        | Request::UnblockSource { source: s }
+        | Request::JoinSourceGroup { source: s }
+        | Request::LeaveSourceGroup { source: s } => validate_source(socket, *s),
         Request::SetFilter { sources, .. } => {
             let mut seen = HashSet::with_capacity(sources.len());
             for &s in sources {
@@ -147,10 +147,18 @@ mod tests {
         let v4 = [
             Request::JoinGroup,
             Request::LeaveGroup,
-            Request::BlockSource(ip("10.0.0.1")),
-            Request::UnblockSource(ip("192.0.2.7")),
-            Request::JoinSourceGroup(ip("10.0.0.1")),
-            Request::LeaveSourceGroup(ip("10.0.0.1")),
+            Request::BlockSource {
+                source: ip("10.0.0.1"),
+            },
+            Request::UnblockSource {
+                source: ip("192.0.2.7"),
+            },
+            Request::JoinSourceGroup {
+                source: ip("10.0.0.1"),
+            },
+            Request::LeaveSourceGroup {
+                source: ip("10.0.0.1"),
+            },
             Request::SetFilter {
                 mode: Mode::Include,
                 sources: vec![],
@@ -167,9 +175,15 @@ mod tests {
         }
         let v6 = [
             Request::JoinGroup,
-            Request::BlockSource(ip("fd00::1")),
-            Request::JoinSourceGroup(ip("2001:db8::1")),
-            Request::LeaveSourceGroup(ip("fe80::1")),
+            Request::BlockSource {
+                source: ip("fd00::1"),
+            },
+            Request::JoinSourceGroup {
+                source: ip("2001:db8::1"),
+            },
+            Request::LeaveSourceGroup {
+                source: ip("fe80::1"),
+            },
             Request::SetFilter {
                 mode: Mode::Include,
                 sources: vec![ip("fd00::1"), ip("fd00::2")],
@@ -204,7 +218,9 @@ mod tests {
             msg(
                 Family::V4,
                 "232.1.1.1",
-                Request::BlockSource(ip("239.1.1.1"))
+                Request::BlockSource {
+                    source: ip("239.1.1.1")
+                }
             ),
             "239.1.1.1 is a multicast address; a source must be unicast"
         );
@@ -212,7 +228,9 @@ mod tests {
             msg(
                 Family::V4,
                 "232.1.1.1",
-                Request::JoinSourceGroup(ip("0.0.0.0"))
+                Request::JoinSourceGroup {
+                    source: ip("0.0.0.0")
+                }
             ),
             "0.0.0.0 is the unspecified address; a source must be unicast"
         );
@@ -220,16 +238,28 @@ mod tests {
             msg(
                 Family::V4,
                 "232.1.1.1",
-                Request::UnblockSource(ip("255.255.255.255"))
+                Request::UnblockSource {
+                    source: ip("255.255.255.255")
+                }
             ),
             "255.255.255.255 is the IPv4 broadcast address; a source must be unicast"
         );
         assert_eq!(
-            msg(Family::V6, "ff3e::1", Request::BlockSource(ip("ff02::1"))),
+            msg(
+                Family::V6,
+                "ff3e::1",
+                Request::BlockSource {
+                    source: ip("ff02::1")
+                }
+            ),
             "ff02::1 is a multicast address; a source must be unicast"
         );
         assert_eq!(
-            msg(Family::V6, "ff3e::1", Request::LeaveSourceGroup(ip("::"))),
+            msg(
+                Family::V6,
+                "ff3e::1",
+                Request::LeaveSourceGroup { source: ip("::") }
+            ),
             ":: is the unspecified address; a source must be unicast"
         );
     }
@@ -240,7 +270,9 @@ mod tests {
             msg(
                 Family::V6,
                 "ff3e::1",
-                Request::JoinSourceGroup(ip("::ffff:10.0.0.1"))
+                Request::JoinSourceGroup {
+                    source: ip("::ffff:10.0.0.1")
+                }
             ),
             "::ffff:10.0.0.1 is an IPv4-mapped IPv6 address; give the source as 10.0.0.1 on an \
              IPv4 socket"
@@ -267,7 +299,13 @@ mod tests {
             "232.1.1.1 is an IPv4 group but the socket is IPv6"
         );
         assert_eq!(
-            msg(Family::V4, "232.1.1.1", Request::BlockSource(ip("fd00::1"))),
+            msg(
+                Family::V4,
+                "232.1.1.1",
+                Request::BlockSource {
+                    source: ip("fd00::1")
+                }
+            ),
             "fd00::1 is an IPv6 source but the socket is IPv4"
         );
         assert_eq!(
@@ -304,7 +342,9 @@ mod tests {
             validate(
                 Family::V4,
                 ip("10.0.0.9"),
-                &Request::BlockSource(ip("239.1.1.1"))
+                &Request::BlockSource {
+                    source: ip("239.1.1.1")
+                }
             ),
             Err(InvalidRequest::GroupNotMulticast(ip("10.0.0.9")))
         );

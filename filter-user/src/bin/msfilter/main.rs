@@ -1,21 +1,21 @@
-//! `msfilter`: the command line. One verb per request; every one-shot command acts for a
-//! persistent named client (`--client`, default `cli`) that lives in the daemon until its
-//! memberships are left. Exit status: 0 done, 1 refused (the reason is on stderr, with the
-//! kernel's errno name when the kernel refused), 2 bad usage, 3 the daemon is unreachable.
+//! `msfilter`: the command line. One verb per request, each through the library client;
+//! every one-shot command acts for a persistent named client (`--client`, default `cli`)
+//! that lives in the daemon until its memberships are left. `-j` prints the answer as JSON
+//! (docs/cli.md), otherwise as lines for people. Exit status: 0 done, 1 refused (the reason
+//! is on stderr, with the kernel's errno name when the kernel refused), 2 bad usage, 3 the
+//! daemon is unreachable.
 
 mod output;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use msfilter::{
     client::{Client, ClientError},
-    daemon::{
-        self, DEFAULT_SOCKET, DaemonOptions,
-        protocol::{ListFilter, Request},
-    },
-    datapath::Capacities,
+    daemon::{self, DEFAULT_SOCKET, DaemonOptions, protocol::ListFilter},
+    datapath::{AttachMode, Capacities},
+    policy::{Mode, parse_mode},
 };
 
 #[derive(Debug, Parser)]
@@ -32,6 +32,9 @@ struct Cli {
     /// The persistent client that one-shot commands act for.
     #[arg(long, global = true, default_value = "cli")]
     client: String,
+    /// Print the answer as JSON (one document; see docs/cli.md for each verb's shape).
+    #[arg(short, long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,12 +53,6 @@ struct GroupSource {
     at: Group,
     /// Unicast source address, same family as the group.
     source: IpAddr,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ModeArg {
-    Include,
-    Exclude,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,23 +83,16 @@ enum Command {
         /// Entries per page fetched from the daemon.
         #[arg(long, default_value_t = 1024)]
         page: u32,
-        /// JSON output.
-        #[arg(short, long)]
-        json: bool,
     },
     /// Show what XDP passed and dropped, by reason.
-    Stats {
-        /// JSON output.
-        #[arg(short, long)]
-        json: bool,
-    },
+    Stats,
     /// Take ownership of IFACE: fill its entries, then attach the XDP program.
     Attach {
         /// Interface name or index.
         iface: String,
-        /// XDP mode; default: driver, falling back to skb.
-        #[arg(long, value_enum)]
-        mode: Option<XdpModeArg>,
+        /// XDP mode (driver or skb); default: driver, falling back to skb.
+        #[arg(long, value_name = "driver|skb", value_parser = str::parse::<AttachMode>)]
+        mode: Option<AttachMode>,
         /// Replace another XDP program there; on an interface msfilter owns, swap msfilter's
         /// program atomically through the link (hitless upgrade).
         #[arg(long)]
@@ -124,20 +114,11 @@ enum Command {
     Owner {
         /// Interface name or index.
         iface: String,
-        /// JSON output.
-        #[arg(short, long)]
-        json: bool,
     },
     /// Re-read the daemon's configuration file and apply the difference.
     Reload,
     /// Run the daemon (serves the socket given by --socket).
     Daemon(DaemonArgs),
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum XdpModeArg {
-    Driver,
-    Skb,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,9 +127,9 @@ enum FilterCommand {
     Set {
         #[command(flatten)]
         at: Group,
-        /// Filter mode.
-        #[arg(long, value_enum)]
-        mode: ModeArg,
+        /// Filter mode (include or exclude).
+        #[arg(long, value_name = "include|exclude", value_parser = parse_mode)]
+        mode: Mode,
         /// Sources listed in the filter.
         sources: Vec<IpAddr>,
     },
@@ -156,9 +137,6 @@ enum FilterCommand {
     Get {
         #[command(flatten)]
         at: Group,
-        /// JSON output.
-        #[arg(short, long)]
-        json: bool,
     },
 }
 
@@ -243,123 +221,89 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let Cli {
         socket,
         client,
+        json,
         command,
     } = cli;
+    let out = output::Output { json };
     let mutate = |socket: PathBuf, client: String| async move {
         Client::register_persistent(&socket, &client).await
     };
+    let membership = |at: &Group, filter| out.applied(&client, &at.iface, at.group, filter);
     match command {
-        Command::Join(Group { iface, group }) => {
-            let f = mutate(socket, client).await?.join(&iface, group).await?;
-            output::applied(&iface, group, f.as_ref());
+        Command::Join(at) => {
+            let mut c = mutate(socket, client.clone()).await?;
+            membership(&at, c.join(&at.iface, at.group).await?)
         }
-        Command::Leave(Group { iface, group }) => {
-            let f = mutate(socket, client).await?.leave(&iface, group).await?;
-            output::applied(&iface, group, f.as_ref());
+        Command::Leave(at) => {
+            let mut c = mutate(socket, client.clone()).await?;
+            membership(&at, c.leave(&at.iface, at.group).await?)
         }
         Command::Block(GroupSource { at, source }) => {
-            let mut c = mutate(socket, client).await?;
-            let f = c.block(&at.iface, at.group, source).await?;
-            output::applied(&at.iface, at.group, f.as_ref());
+            let mut c = mutate(socket, client.clone()).await?;
+            membership(&at, c.block(&at.iface, at.group, source).await?)
         }
         Command::Unblock(GroupSource { at, source }) => {
-            let mut c = mutate(socket, client).await?;
-            let f = c.unblock(&at.iface, at.group, source).await?;
-            output::applied(&at.iface, at.group, f.as_ref());
+            let mut c = mutate(socket, client.clone()).await?;
+            membership(&at, c.unblock(&at.iface, at.group, source).await?)
         }
         Command::JoinSource(GroupSource { at, source }) => {
-            let mut c = mutate(socket, client).await?;
-            let f = c.join_source(&at.iface, at.group, source).await?;
-            output::applied(&at.iface, at.group, f.as_ref());
+            let mut c = mutate(socket, client.clone()).await?;
+            membership(&at, c.join_source(&at.iface, at.group, source).await?)
         }
         Command::LeaveSource(GroupSource { at, source }) => {
-            let mut c = mutate(socket, client).await?;
-            let f = c.leave_source(&at.iface, at.group, source).await?;
-            output::applied(&at.iface, at.group, f.as_ref());
+            let mut c = mutate(socket, client.clone()).await?;
+            membership(&at, c.leave_source(&at.iface, at.group, source).await?)
         }
         Command::Filter(FilterCommand::Set { at, mode, sources }) => {
-            let mode = match mode {
-                ModeArg::Include => msfilter_common::Mode::Include,
-                ModeArg::Exclude => msfilter_common::Mode::Exclude,
-            };
-            let mut c = mutate(socket, client).await?;
-            let f = c.set_filter(&at.iface, at.group, mode, sources).await?;
-            output::applied(&at.iface, at.group, f.as_ref());
+            let mut c = mutate(socket, client.clone()).await?;
+            membership(&at, c.set_filter(&at.iface, at.group, mode, sources).await?)
         }
-        Command::Filter(FilterCommand::Get { at, json }) => {
+        Command::Filter(FilterCommand::Get { at }) => {
             // Read the named client's filter without registering (which would create it).
             let mut c = Client::connect(&socket).await?;
             let (own, interface) = c.filter_of(Some(&client), &at.iface, at.group).await?;
-            output::filter(
+            out.filter(
                 &client,
                 &at.iface,
                 at.group,
                 own.as_ref(),
                 interface.as_ref(),
-                json,
             )
-            .context("writing the output")?;
         }
-        Command::List {
-            iface,
-            group,
-            page,
-            json,
-        } => {
+        Command::List { iface, group, page } => {
             let mut c = Client::connect(&socket).await?;
-            let mut out = output::List::new(json);
+            let mut list = output::List::new(json);
             c.list(ListFilter { iface, group }, Some(page), |entries| {
-                out.page(&entries);
+                list.page(&entries);
             })
             .await?;
-            out.finish().context("writing the output")?;
+            list.finish()
         }
-        Command::Stats { json } => {
-            let stats = Client::connect(&socket).await?.stats().await?;
-            output::stats(&stats, json).context("writing the output")?;
-        }
+        Command::Stats => out.stats(&Client::connect(&socket).await?.stats().await?),
         Command::Attach {
             iface,
             mode,
             replace,
             object,
         } => {
-            let mut c = mutate(socket, client).await?;
-            let reply = c
-                .request(Request::Attach {
-                    iface,
-                    mode: mode.map(|m| match m {
-                        XdpModeArg::Driver => "driver".to_string(),
-                        XdpModeArg::Skb => "skb".to_string(),
-                    }),
-                    replace,
-                    object: object.map(|p| p.to_string_lossy().into_owned()),
-                })
+            let object = object.map(|p| p.to_string_lossy().into_owned());
+            let reply = mutate(socket, client)
+                .await?
+                .attach(&iface, mode, replace, object.as_deref())
                 .await?;
-            output::reply(&reply);
+            out.attached(&reply)
         }
         Command::Detach { iface, keep } => {
-            let reply = mutate(socket, client)
-                .await?
-                .request(Request::Detach { iface, keep })
-                .await?;
-            output::reply(&reply);
+            out.detached(&mutate(socket, client).await?.detach(&iface, keep).await?)
         }
-        Command::Owner { iface, json } => {
-            let reply = Client::connect(&socket)
-                .await?
-                .request(Request::Owner { iface })
-                .await?;
-            output::owner(&reply, json).context("writing the output")?;
+        Command::Owner { iface } => {
+            out.owner(&Client::connect(&socket).await?.owner(&iface).await?)
         }
-        Command::Reload => {
-            let reply = mutate(socket, client)
-                .await?
-                .request(Request::Reload)
-                .await?;
-            output::reply(&reply);
-        }
+        Command::Reload => out.reloaded(&mutate(socket, client).await?.reload().await?),
         Command::Daemon(args) => {
+            if json {
+                usage_error("the daemon prints no answer; -j goes with the other commands");
+            }
             init_logging();
             daemon::run(DaemonOptions {
                 socket,
@@ -376,9 +320,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             })
             .await
             .map_err(anyhow::Error::from)?;
+            return Ok(());
         }
     }
+    .context("writing the output")?;
     Ok(())
+}
+
+/// Exit as clap does for bad usage (status 2).
+fn usage_error(message: &str) -> ! {
+    use clap::CommandFactory as _;
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 fn init_logging() {

@@ -1,75 +1,149 @@
-//! What the CLI prints: short lines for people, JSON (`-j`) for programs.
+//! What the CLI prints: short lines for people, JSON (`-j`) for programs, one document per
+//! command (each verb's shape is in docs/cli.md).
 
 use std::{
     io::{self, Write as _},
     net::IpAddr,
 };
 
-use msfilter::daemon::protocol::{FilterView, GroupEntry, Reply, StatsView};
+use msfilter::daemon::protocol::{
+    AttachOutcome, Detached, FilterView, GroupEntry, OwnerView, Reloaded, StatsView,
+};
+use msfilter::policy::mode_name;
+use serde::Serialize;
 
 fn describe(filter: Option<&FilterView>) -> String {
-    match filter {
-        None => "not joined".to_string(),
-        Some(f) => {
-            let sources: Vec<String> = f.sources.iter().map(ToString::to_string).collect();
-            format!("{} {{{}}}", f.mode, sources.join(", "))
-        }
-    }
+    filter.map_or_else(|| "not joined".to_string(), ToString::to_string)
 }
 
-/// After an ownership request or a reload: what happened.
-pub(crate) fn reply(reply: &Reply) {
-    match reply {
-        Reply::Attached {
-            iface,
-            ifindex,
-            mode,
-            program_id,
-            adopted,
-            groups,
-            sources,
-        } => println!(
-            "{} {iface} (index {ifindex}) in {mode} mode: program {program_id}, {groups} groups, \
-             {sources} sources",
-            if *adopted { "adopted" } else { "attached to" }
-        ),
-        Reply::Replaced {
-            iface,
-            old_program,
-            new_program,
-        } => println!("{iface}: program {old_program} replaced by {new_program} through the link"),
-        Reply::Detached {
-            iface,
-            deleted,
-            kept,
-        } => {
-            if *kept {
-                println!("released {iface}; its program keeps enforcing the last policy");
+/// How the answers are printed.
+#[derive(Clone, Copy)]
+pub(crate) struct Output {
+    pub(crate) json: bool,
+}
+
+impl Output {
+    /// `value` as pretty JSON with `-j`; otherwise the lines `human` writes.
+    fn print(
+        self,
+        value: &impl Serialize,
+        human: impl FnOnce(&mut io::StdoutLock<'_>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        if self.json {
+            serde_json::to_writer_pretty(&mut out, value)?;
+            writeln!(out)
+        } else {
+            human(&mut out)
+        }
+    }
+
+    /// After a membership request: the client's filter now.
+    pub(crate) fn applied(
+        self,
+        client: &str,
+        iface: &str,
+        group: IpAddr,
+        filter: Option<FilterView>,
+    ) -> io::Result<()> {
+        let value = serde_json::json!({
+            "iface": iface,
+            "group": group,
+            "client": client,
+            "filter": filter,
+        });
+        self.print(&value, |out| {
+            writeln!(out, "{iface} {group}: {}", describe(filter.as_ref()))
+        })
+    }
+
+    pub(crate) fn filter(
+        self,
+        client: &str,
+        iface: &str,
+        group: IpAddr,
+        own: Option<&FilterView>,
+        interface: Option<&FilterView>,
+    ) -> io::Result<()> {
+        let value = serde_json::json!({
+            "iface": iface,
+            "group": group,
+            "client": client,
+            "client_filter": own,
+            "interface_filter": interface,
+        });
+        self.print(&value, |out| {
+            writeln!(out, "{iface} {group}")?;
+            writeln!(out, "  client {client}: {}", describe(own))?;
+            writeln!(
+                out,
+                "  interface (enforced at XDP): {}",
+                describe(interface)
+            )
+        })
+    }
+
+    pub(crate) fn attached(self, reply: &AttachOutcome) -> io::Result<()> {
+        self.print(reply, |out| match reply {
+            AttachOutcome::Attached(a) => writeln!(
+                out,
+                "{} {} (index {}) in {} mode: program {}, {} groups, {} sources",
+                if a.adopted { "adopted" } else { "attached to" },
+                a.iface,
+                a.ifindex,
+                a.mode,
+                a.program_id,
+                a.groups,
+                a.sources
+            ),
+            AttachOutcome::Replaced(r) => writeln!(
+                out,
+                "{}: program {} replaced by {} through the link",
+                r.iface, r.old_program, r.new_program
+            ),
+        })
+    }
+
+    pub(crate) fn detached(self, d: &Detached) -> io::Result<()> {
+        self.print(d, |out| {
+            if d.kept {
+                writeln!(
+                    out,
+                    "released {}; its program keeps enforcing the last policy",
+                    d.iface
+                )
             } else {
-                println!("released {iface}: detached, {deleted} entries deleted");
+                writeln!(
+                    out,
+                    "released {}: detached, {} entries deleted",
+                    d.iface, d.deleted
+                )
             }
-        }
-        Reply::Reloaded { changes } => {
-            if changes.is_empty() {
-                println!("configuration unchanged");
+        })
+    }
+
+    pub(crate) fn reloaded(self, r: &Reloaded) -> io::Result<()> {
+        self.print(r, |out| {
+            if r.changes.is_empty() {
+                writeln!(out, "configuration unchanged")?;
             }
-            for c in changes {
-                println!("{c}");
+            for c in &r.changes {
+                writeln!(out, "{c}")?;
             }
-        }
-        other => println!("{other:?}"),
+            Ok(())
+        })
+    }
+
+    pub(crate) fn owner(self, v: &OwnerView) -> io::Result<()> {
+        self.print(v, |out| owner_lines(out, v))
+    }
+
+    pub(crate) fn stats(self, stats: &StatsView) -> io::Result<()> {
+        self.print(stats, |out| stats_lines(out, stats))
     }
 }
 
-pub(crate) fn owner(reply: &Reply, json: bool) -> io::Result<()> {
-    let Reply::Owner(v) = reply else {
-        return Err(io::Error::other(format!("unexpected reply {reply:?}")));
-    };
-    let mut out = io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, v)?;
-        return writeln!(out);
-    }
+fn owner_lines(out: &mut impl io::Write, v: &OwnerView) -> io::Result<()> {
     let program = match (v.program_id, &v.program_name) {
         (Some(id), Some(name)) => format!("program {id} ({name})"),
         (Some(id), None) => format!("program {id}"),
@@ -110,41 +184,6 @@ pub(crate) fn owner(reply: &Reply, json: bool) -> io::Result<()> {
                 .map_or_else(|| "?".into(), |s| format!("{s} (unix time)"))
         ),
         _ => writeln!(out, "{} (index {}): no XDP program", v.iface, v.ifindex),
-    }
-}
-
-/// After a membership request: the client's filter now.
-pub(crate) fn applied(iface: &str, group: IpAddr, filter: Option<&FilterView>) {
-    println!("{iface} {group}: {}", describe(filter));
-}
-
-pub(crate) fn filter(
-    client: &str,
-    iface: &str,
-    group: IpAddr,
-    own: Option<&FilterView>,
-    interface: Option<&FilterView>,
-    json: bool,
-) -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    if json {
-        let value = serde_json::json!({
-            "iface": iface,
-            "group": group,
-            "client": client,
-            "client_filter": own,
-            "interface_filter": interface,
-        });
-        serde_json::to_writer_pretty(&mut out, &value)?;
-        writeln!(out)
-    } else {
-        writeln!(out, "{iface} {group}")?;
-        writeln!(out, "  client {client}: {}", describe(own))?;
-        writeln!(
-            out,
-            "  interface (enforced at XDP): {}",
-            describe(interface)
-        )
     }
 }
 
@@ -195,7 +234,7 @@ impl List {
                         "{:<12} {:<28} {:<8} {:>14} {:>14}",
                         entry.iface,
                         entry.group.to_string(),
-                        entry.mode.to_string(),
+                        mode_name(entry.mode),
                         entry.passed.packets,
                         entry.dropped.packets
                     )?;
@@ -229,12 +268,7 @@ impl List {
     }
 }
 
-pub(crate) fn stats(stats: &StatsView, json: bool) -> io::Result<()> {
-    let mut out = io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, stats)?;
-        return writeln!(out);
-    }
+fn stats_lines(out: &mut impl io::Write, stats: &StatsView) -> io::Result<()> {
     writeln!(
         out,
         "passed {} packets ({} bytes), dropped {} packets ({} bytes)",

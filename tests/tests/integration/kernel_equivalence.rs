@@ -13,29 +13,14 @@ use std::net::IpAddr;
 
 use msfilter::{
     client::{Client, ClientError},
-    daemon::protocol::{ErrorKind, FilterView, Op},
-    sockopt::{Limit, LimitGuard, Mode, Request},
+    daemon::protocol::{ErrorKind, FilterView},
+    sockopt::{Limit, LimitGuard, Request},
 };
 use msfilter_testbed::{
     daemon::Daemon,
     sequences::{Bed, Filter, Interface, Sequence, SequenceOutcome, StepOutcome, table},
 };
 use tokio::runtime::Runtime;
-
-fn op(request: &Request) -> Op {
-    match request {
-        Request::JoinGroup => Op::Join,
-        Request::LeaveGroup => Op::Leave,
-        Request::BlockSource(s) => Op::Block { source: *s },
-        Request::UnblockSource(s) => Op::Unblock { source: *s },
-        Request::JoinSourceGroup(s) => Op::JoinSource { source: *s },
-        Request::LeaveSourceGroup(s) => Op::LeaveSource { source: *s },
-        Request::SetFilter { mode, sources } => Op::SetFilter {
-            mode: (*mode).into(),
-            sources: sources.clone(),
-        },
-    }
-}
 
 fn outcome(result: Result<Option<FilterView>, ClientError>) -> StepOutcome {
     match result {
@@ -58,7 +43,7 @@ fn filter(view: Option<FilterView>) -> Filter {
             let mut sources: Vec<IpAddr> = v.sources;
             sources.sort();
             Filter::Joined {
-                mode: Mode::from(v.mode),
+                mode: v.mode,
                 sources,
             }
         }
@@ -71,15 +56,15 @@ async fn through_daemon(daemon: &Daemon, seq: &Sequence, iface: &str) -> Sequenc
     let mut steps = Vec::new();
     for step in &seq.steps {
         let group = seq.group_addr(&step.group);
-        let result = match op(&step.request) {
-            Op::Join => client.join(iface, group).await,
-            Op::Leave => client.leave(iface, group).await,
-            Op::Block { source } => client.block(iface, group, source).await,
-            Op::Unblock { source } => client.unblock(iface, group, source).await,
-            Op::JoinSource { source } => client.join_source(iface, group, source).await,
-            Op::LeaveSource { source } => client.leave_source(iface, group, source).await,
-            Op::SetFilter { mode, sources } => {
-                client.set_filter(iface, group, mode.into(), sources).await
+        let result = match step.request.clone() {
+            Request::JoinGroup => client.join(iface, group).await,
+            Request::LeaveGroup => client.leave(iface, group).await,
+            Request::BlockSource { source } => client.block(iface, group, source).await,
+            Request::UnblockSource { source } => client.unblock(iface, group, source).await,
+            Request::JoinSourceGroup { source } => client.join_source(iface, group, source).await,
+            Request::LeaveSourceGroup { source } => client.leave_source(iface, group, source).await,
+            Request::SetFilter { mode, sources } => {
+                client.set_filter(iface, group, mode, sources).await
             }
         };
         steps.push(outcome(result));

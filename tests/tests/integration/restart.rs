@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use msfilter::datapath::netlink;
+use msfilter::iface::xdp;
 use msfilter_testbed::{
     daemon::Daemon,
     netns::Link,
@@ -214,7 +214,7 @@ fn sigterm_releases_everything_unless_keep() {
     assert!(!daemon.pin_dir().exists(), "pins removed");
     assert!(
         link.receiver
-            .run(|| netlink::xdp_attachment(rx))
+            .run(|| xdp::xdp_attachment(rx))
             .unwrap()
             .is_none()
     );
@@ -228,7 +228,7 @@ fn sigterm_releases_everything_unless_keep() {
     // restores the memberships.
     daemon.restart_with(&["--keep"]).unwrap();
     assert_eq!(daemon.terminate(), Some(0));
-    let kept = link.receiver.run(|| netlink::xdp_attachment(rx)).unwrap();
+    let kept = link.receiver.run(|| xdp::xdp_attachment(rx)).unwrap();
     assert!(
         kept.is_some(),
         "XDP still attached after a --keep shut-down"

@@ -3,7 +3,10 @@
 
 use std::time::Instant;
 
-use msfilter::datapath::{Capacities, Datapath, DatapathError, GroupFilter, LoadOptions};
+use msfilter::{
+    datapath::{Capacities, Datapath, DatapathError, LoadOptions},
+    policy::GroupFilter,
+};
 use msfilter_common::{
     Addr, GroupKey, Mode,
     limits::{self, DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},

@@ -5,7 +5,11 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use msfilter::datapath::{AttachMode, Datapath, GroupFilter, LoadOptions};
+use msfilter::{
+    datapath::{AttachMode, Datapath, LoadOptions},
+    iface,
+    policy::GroupFilter,
+};
 use msfilter_common::{Addr, Reason, maps::ipv4_mapped};
 use msfilter_testbed::{
     netns::Link,
@@ -54,7 +58,7 @@ fn run(case: &Case) {
     let mode = link
         .receiver
         .run(|| {
-            dp.attach(&link.rx, Some(AttachMode::Driver), false)
+            dp.attach(rx, Some(AttachMode::Driver), false)
                 .map(|a| a.mode)
         })
         .unwrap();
@@ -159,21 +163,26 @@ fn ipv6_include_passes_only_the_listed_source() {
 fn attaching_to_a_missing_interface_is_a_clear_error_and_changes_nothing() {
     let link = Link::new("emiss", &["10.99.0.1/24"]).unwrap();
     let mut dp = Datapath::load(&LoadOptions::default()).unwrap();
+    // A name is resolved before the datapath is asked; an index that names no interface
+    // is refused by the datapath.
+    let err = link.receiver.run(|| iface::resolve("nosuch0")).unwrap_err();
+    assert_eq!(err.to_string(), "no interface named \"nosuch0\"");
     let err = link
         .receiver
-        .run(|| dp.attach("nosuch0", None, false).map(|a| a.mode))
+        .run(|| dp.attach(999_999, None, false).map(|a| a.mode))
         .unwrap_err();
-    assert_eq!(err.to_string(), "no interface named \"nosuch0\"");
+    assert_eq!(err.to_string(), "no interface with index 999999");
     assert_eq!(dp.attachments().count(), 0);
+    let rx = link.receiver.ifindex(&link.rx).unwrap();
     // The real interface is still free for us.
     let mode = link
         .receiver
-        .run(|| dp.attach(&link.rx, None, false).map(|a| a.mode))
+        .run(|| dp.attach(rx, None, false).map(|a| a.mode))
         .unwrap();
     assert_eq!(mode, AttachMode::Driver);
     let err = link
         .receiver
-        .run(|| dp.attach(&link.rx, None, false).map(|a| a.mode))
+        .run(|| dp.attach(rx, None, false).map(|a| a.mode))
         .unwrap_err();
     assert!(err.to_string().contains("already attached"), "{err}");
 }

@@ -1,5 +1,5 @@
 //! Every scripted sequence, run directly on plain sockets in a fresh namespace: each step's
-//! outcome and each group's final filter must be what the table (NOTES.md §2, as measured)
+//! outcome and each group's final filter must be what the table (docs/kernel.md, as measured)
 //! says.
 
 use msfilter_testbed::sequences::{Bed, Expect, Sequence, shared_socket_table, table};

@@ -6,7 +6,10 @@
 //! Frames arrive on the loopback interface (index 1 in every namespace) unless a test needs
 //! two interfaces, which it creates in a namespace of its own.
 
-use msfilter::datapath::{Datapath, GroupCounters, GroupFilter};
+use msfilter::{
+    datapath::{Datapath, GroupCounters},
+    policy::GroupFilter,
+};
 use msfilter_common::{
     Addr, Counter, GroupKey, Mode, Reason,
     headers::{

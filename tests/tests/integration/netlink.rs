@@ -11,9 +11,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use msfilter::datapath::{
-    AttachMode,
-    netlink::{self, BPF_PROG_TYPE_XDP, LinkEvent, LinkMonitor, XdpAttachedMode, XdpAttachment},
+use msfilter::{
+    datapath::AttachMode,
+    iface::{
+        self, LinkEvent, LinkMonitor,
+        xdp::{self, BPF_PROG_TYPE_XDP, XdpAttachedMode, XdpAttachment},
+    },
 };
 use msfilter_testbed::{
     foreign::{ForeignXdp, Via},
@@ -40,12 +43,12 @@ fn veth(tag: &str) -> (Netns, u32, u32) {
 fn no_program_is_no_attachment() {
     let (ns, a0, b0) = veth("nlnone");
     ns.run(|| {
-        assert_eq!(netlink::xdp_attachment(a0).unwrap(), None);
-        assert_eq!(netlink::xdp_attachment(b0).unwrap(), None);
-        assert_eq!(netlink::xdp_link_of(a0).unwrap(), None);
+        assert_eq!(xdp::xdp_attachment(a0).unwrap(), None);
+        assert_eq!(xdp::xdp_attachment(b0).unwrap(), None);
+        assert_eq!(xdp::xdp_link_of(a0).unwrap(), None);
         // Nothing to remove is not an error.
-        netlink::remove_xdp(a0).unwrap();
-        assert_eq!(netlink::xdp_attachment(a0).unwrap(), None);
+        xdp::remove_xdp(a0).unwrap();
+        assert_eq!(xdp::xdp_attachment(a0).unwrap(), None);
     });
 }
 
@@ -62,7 +65,7 @@ fn foreign_program(tag: &str, via: Via, mode: AttachMode) {
         let foreign = ForeignXdp::attach("foreign_pass", a0, via, mode).unwrap();
         assert_eq!(foreign.link_id.is_some(), via == Via::Link);
 
-        let attachment = netlink::xdp_attachment(a0).unwrap();
+        let attachment = xdp::xdp_attachment(a0).unwrap();
         let expected = XdpAttachment {
             prog_id: foreign.prog_id,
             mode: expected_mode,
@@ -76,9 +79,9 @@ fn foreign_program(tag: &str, via: Via, mode: AttachMode) {
             [(expected_mode, foreign.prog_id)]
         );
         // The other end of the pair is untouched.
-        assert_eq!(netlink::xdp_attachment(b0).unwrap(), None);
+        assert_eq!(xdp::xdp_attachment(b0).unwrap(), None);
 
-        let summary = netlink::program_summary(foreign.prog_id).unwrap();
+        let summary = xdp::program_summary(foreign.prog_id).unwrap();
         assert_eq!(summary.id, foreign.prog_id);
         assert_eq!(summary.name, "foreign_pass");
         assert_eq!(summary.prog_type, BPF_PROG_TYPE_XDP);
@@ -96,20 +99,20 @@ fn foreign_program(tag: &str, via: Via, mode: AttachMode) {
         );
 
         // Through a link: the link's id; through netlink: none.
-        assert_eq!(netlink::xdp_link_of(a0).unwrap(), foreign.link_id);
+        assert_eq!(xdp::xdp_link_of(a0).unwrap(), foreign.link_id);
 
-        netlink::remove_xdp(a0).unwrap();
-        assert_eq!(netlink::xdp_attachment(a0).unwrap(), None);
-        assert_eq!(netlink::xdp_link_of(a0).unwrap(), None);
+        xdp::remove_xdp(a0).unwrap();
+        assert_eq!(xdp::xdp_attachment(a0).unwrap(), None);
+        assert_eq!(xdp::xdp_link_of(a0).unwrap(), None);
         // Again: nothing left to remove.
-        netlink::remove_xdp(a0).unwrap();
+        xdp::remove_xdp(a0).unwrap();
         // The program itself still exists (the fixture holds it) and is still described.
         assert_eq!(
-            netlink::program_summary(foreign.prog_id).unwrap().name,
+            xdp::program_summary(foreign.prog_id).unwrap().name,
             "foreign_pass"
         );
         drop(foreign);
-        assert_eq!(netlink::xdp_attachment(a0).unwrap(), None);
+        assert_eq!(xdp::xdp_attachment(a0).unwrap(), None);
     });
 }
 
@@ -141,12 +144,12 @@ fn dropping_the_foreign_program_detaches_it() {
         for via in [Via::Link, Via::Netlink] {
             let foreign = ForeignXdp::attach("foreign_drop", a0, via, AttachMode::Skb).unwrap();
             assert_eq!(
-                netlink::xdp_attachment(a0).unwrap().map(|a| a.prog_id),
+                xdp::xdp_attachment(a0).unwrap().map(|a| a.prog_id),
                 Some(foreign.prog_id),
                 "{via:?}"
             );
             drop(foreign);
-            assert_eq!(netlink::xdp_attachment(a0).unwrap(), None, "{via:?}");
+            assert_eq!(xdp::xdp_attachment(a0).unwrap(), None, "{via:?}");
         }
     });
 }
@@ -165,22 +168,22 @@ fn links_in_other_namespaces_are_not_this_ones() {
         .run(|| ForeignXdp::attach("foreign_two", a2, Via::Link, AttachMode::Driver))
         .unwrap();
     assert_ne!(f1.link_id, f2.link_id);
-    assert_eq!(one.run(|| netlink::xdp_link_of(a1)).unwrap(), f1.link_id);
-    assert_eq!(two.run(|| netlink::xdp_link_of(a2)).unwrap(), f2.link_id);
+    assert_eq!(one.run(|| xdp::xdp_link_of(a1)).unwrap(), f1.link_id);
+    assert_eq!(two.run(|| xdp::xdp_link_of(a2)).unwrap(), f2.link_id);
 
     // Removing in one namespace leaves the other alone.
-    one.run(|| netlink::remove_xdp(a1)).unwrap();
-    assert_eq!(one.run(|| netlink::xdp_attachment(a1)).unwrap(), None);
-    let left = two.run(|| netlink::xdp_attachment(a2)).unwrap().unwrap();
+    one.run(|| xdp::remove_xdp(a1)).unwrap();
+    assert_eq!(one.run(|| xdp::xdp_attachment(a1)).unwrap(), None);
+    let left = two.run(|| xdp::xdp_attachment(a2)).unwrap().unwrap();
     assert_eq!(left.prog_id, f2.prog_id);
-    assert_eq!(two.run(|| netlink::xdp_link_of(a2)).unwrap(), f2.link_id);
+    assert_eq!(two.run(|| xdp::xdp_link_of(a2)).unwrap(), f2.link_id);
 }
 
 #[test]
 fn missing_interface_or_program_is_not_found() {
     let ns = Netns::new("nlmiss").unwrap();
     ns.run(|| {
-        let e = netlink::xdp_attachment(4242).unwrap_err();
+        let e = xdp::xdp_attachment(4242).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
         assert!(
             e.to_string()
@@ -188,13 +191,13 @@ fn missing_interface_or_program_is_not_found() {
             "{e}"
         );
         for e in [
-            netlink::xdp_link_of(4242).unwrap_err(),
-            netlink::remove_xdp(4242).unwrap_err(),
+            xdp::xdp_link_of(4242).unwrap_err(),
+            xdp::remove_xdp(4242).unwrap_err(),
         ] {
             assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
         }
     });
-    let e = netlink::program_summary(i32::MAX as u32).unwrap_err();
+    let e = xdp::program_summary(i32::MAX as u32).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     assert!(e.to_string().contains("program 2147483647"), "{e}");
 }
@@ -202,7 +205,7 @@ fn missing_interface_or_program_is_not_found() {
 #[test]
 fn interfaces_lists_the_namespace() {
     let (ns, a0, b0) = veth("nlifs");
-    let listed = ns.run(netlink::interfaces).unwrap();
+    let listed = ns.run(iface::interfaces).unwrap();
     let mut expected = vec![(1, "lo".to_string()), (a0, "a0".into()), (b0, "b0".into())];
     expected.sort();
     assert_eq!(listed, expected);
@@ -333,7 +336,7 @@ fn monitor_reports_added_renamed_removed_and_recreated() {
 
     let mut known: Vec<_> = monitor.known().map(|(i, n)| (i, n.to_string())).collect();
     known.sort();
-    assert_eq!(known, ns.run(netlink::interfaces).unwrap());
+    assert_eq!(known, ns.run(iface::interfaces).unwrap());
     assert_eq!(monitor.overflows(), 0);
 }
 
@@ -394,7 +397,7 @@ fn monitor_recovers_from_lost_events() {
         }
     }
     assert!(monitor.overflows() >= 1, "the queue never overflowed");
-    let now: BTreeMap<u32, String> = ns.run(netlink::interfaces).unwrap().into_iter().collect();
+    let now: BTreeMap<u32, String> = ns.run(iface::interfaces).unwrap().into_iter().collect();
     assert_eq!(view, now);
     assert!(now.values().any(|n| n == "r3") && !now.values().any(|n| n == "v5"));
 }

@@ -14,9 +14,14 @@ use std::{
 };
 
 use msfilter::sockopt::{
-    ApplyError, Family, InvalidRequest, Limit, MembershipSocket, Mode, OptionSet, Request,
+    ApplyError, Family, InvalidRequest, Limit, MembershipSocket, Mode, Request,
 };
-use msfilter_testbed::{kernel::source_filters, netns::Netns, sequences::Bed};
+use msfilter_testbed::{
+    kernel::source_filters,
+    netns::Netns,
+    option_sets::{OptionSet, OptionSets as _},
+    sequences::Bed,
+};
 
 const SETS: [OptionSet; 2] = [OptionSet::ProtocolIndependent, OptionSet::FamilySpecific];
 
@@ -147,13 +152,13 @@ fn script(family: Family) -> Vec<(Request, Want)> {
     let inc = |s: &[IpAddr]| Want::Filter(Mode::Include, s.to_vec());
     vec![
         (Request::JoinGroup, ex(&[])),
-        (Request::BlockSource(s1), ex(&[s1])),
-        (Request::BlockSource(s2), ex(&[s1, s2])),
-        (Request::UnblockSource(s1), ex(&[s2])),
+        (Request::BlockSource { source: s1 }, ex(&[s1])),
+        (Request::BlockSource { source: s2 }, ex(&[s1, s2])),
+        (Request::UnblockSource { source: s1 }, ex(&[s2])),
         (Request::LeaveGroup, Want::NotJoined),
-        (Request::JoinSourceGroup(s1), inc(&[s1])),
-        (Request::JoinSourceGroup(s2), inc(&[s1, s2])),
-        (Request::LeaveSourceGroup(s1), inc(&[s2])),
+        (Request::JoinSourceGroup { source: s1 }, inc(&[s1])),
+        (Request::JoinSourceGroup { source: s2 }, inc(&[s1, s2])),
+        (Request::LeaveSourceGroup { source: s1 }, inc(&[s2])),
         (
             Request::SetFilter {
                 mode: Mode::Exclude,
@@ -168,8 +173,8 @@ fn script(family: Family) -> Vec<(Request, Want)> {
             },
             inc(&[s2, s3]),
         ),
-        (Request::LeaveSourceGroup(s2), inc(&[s3])),
-        (Request::LeaveSourceGroup(s3), Want::NotJoined),
+        (Request::LeaveSourceGroup { source: s2 }, inc(&[s3])),
+        (Request::LeaveSourceGroup { source: s3 }, Want::NotJoined),
         (Request::JoinGroup, ex(&[])),
         (
             Request::SetFilter {
@@ -196,7 +201,7 @@ fn every_request(family: Family) {
             for (i, (req, want)) in script(family).iter().enumerate() {
                 let at = format!("{family} {set:?} step {} `{req}` on {group}", i + 1);
                 bed.ns
-                    .run(|| socket.apply(group, req, set))
+                    .run(|| socket.apply_with(group, req, set))
                     .unwrap_or_else(|e| panic!("{at}: {e}"));
                 check(&bed.ns, &socket, "d0", group, want, &at);
             }
@@ -233,38 +238,55 @@ fn family_specific_requests_use_the_family_options() {
             sources: vec![s1],
         };
         assert_eq!(
-            kernel_error(v4.apply(g, &filter, fs)),
+            kernel_error(v4.apply_with(g, &filter, fs)),
             ("IP_MSFILTER", "EINVAL")
         );
         assert_eq!(
-            kernel_error(v4.apply(g, &Request::LeaveGroup, fs)),
+            kernel_error(v4.apply_with(g, &Request::LeaveGroup, fs)),
             ("IP_DROP_MEMBERSHIP", "EADDRNOTAVAIL")
         );
-        v4.apply(g, &Request::JoinGroup, fs).unwrap();
+        v4.apply_with(g, &Request::JoinGroup, fs).unwrap();
         assert_eq!(
-            kernel_error(v4.apply(g, &Request::JoinGroup, fs)),
+            kernel_error(v4.apply_with(g, &Request::JoinGroup, fs)),
             ("IP_ADD_MEMBERSHIP", "EADDRINUSE")
         );
-        v4.apply(g, &Request::BlockSource(s1), fs).unwrap();
+        v4.apply_with(g, &Request::BlockSource { source: s1 }, fs)
+            .unwrap();
         assert_eq!(
-            kernel_error(v4.apply(g, &Request::BlockSource(s1), fs)),
+            kernel_error(v4.apply_with(g, &Request::BlockSource { source: s1 }, fs)),
             ("IP_BLOCK_SOURCE", "EADDRNOTAVAIL")
         );
         assert_eq!(
-            kernel_error(v4.apply(g, &Request::UnblockSource(ip("10.77.1.9")), fs)),
+            kernel_error(v4.apply_with(
+                g,
+                &Request::UnblockSource {
+                    source: ip("10.77.1.9")
+                },
+                fs
+            )),
             ("IP_UNBLOCK_SOURCE", "EADDRNOTAVAIL")
         );
         assert_eq!(
-            kernel_error(v4.apply(g, &Request::JoinSourceGroup(ip("10.77.1.9")), fs)),
+            kernel_error(v4.apply_with(
+                g,
+                &Request::JoinSourceGroup {
+                    source: ip("10.77.1.9")
+                },
+                fs
+            )),
             ("IP_ADD_SOURCE_MEMBERSHIP", "EINVAL")
         );
         assert_eq!(
-            kernel_error(v4.apply(g, &Request::LeaveSourceGroup(s1), fs)),
+            kernel_error(v4.apply_with(g, &Request::LeaveSourceGroup { source: s1 }, fs)),
             ("IP_DROP_SOURCE_MEMBERSHIP", "EINVAL")
         );
         // The same requests through the protocol-independent set name MCAST_* options.
         assert_eq!(
-            kernel_error(v4.apply(g, &Request::BlockSource(s1), OptionSet::ProtocolIndependent)),
+            kernel_error(v4.apply_with(
+                g,
+                &Request::BlockSource { source: s1 },
+                OptionSet::ProtocolIndependent
+            )),
             ("MCAST_BLOCK_SOURCE", "EADDRNOTAVAIL")
         );
 
@@ -272,18 +294,19 @@ fn family_specific_requests_use_the_family_options() {
         let [s6, ..] = sources(Family::V6);
         let v6 = MembershipSocket::open(Family::V6, bed.ifindex).unwrap();
         assert_eq!(
-            kernel_error(v6.apply(g6, &Request::LeaveGroup, fs)),
+            kernel_error(v6.apply_with(g6, &Request::LeaveGroup, fs)),
             ("IPV6_LEAVE_GROUP", "EADDRNOTAVAIL")
         );
-        v6.apply(g6, &Request::JoinGroup, fs).unwrap();
+        v6.apply_with(g6, &Request::JoinGroup, fs).unwrap();
         assert_eq!(
-            kernel_error(v6.apply(g6, &Request::JoinGroup, fs)),
+            kernel_error(v6.apply_with(g6, &Request::JoinGroup, fs)),
             ("IPV6_JOIN_GROUP", "EADDRINUSE")
         );
         // IPv6 has no family-specific source options: MCAST_* carries them.
-        v6.apply(g6, &Request::BlockSource(s6), fs).unwrap();
+        v6.apply_with(g6, &Request::BlockSource { source: s6 }, fs)
+            .unwrap();
         assert_eq!(
-            kernel_error(v6.apply(g6, &Request::BlockSource(s6), fs)),
+            kernel_error(v6.apply_with(g6, &Request::BlockSource { source: s6 }, fs)),
             ("MCAST_BLOCK_SOURCE", "EADDRNOTAVAIL")
         );
     });
@@ -302,9 +325,11 @@ fn ipv4_source_requests_without_an_interface_address_use_mcast_options() {
         .ns
         .run(|| MembershipSocket::open(Family::V4, bed.peer_ifindex).unwrap());
     bed.ns.run(|| {
-        socket.apply(g, &Request::JoinGroup, fs).unwrap();
-        socket.apply(g, &Request::BlockSource(s1), fs).unwrap();
-        match socket.apply(g, &Request::BlockSource(s1), fs) {
+        socket.apply_with(g, &Request::JoinGroup, fs).unwrap();
+        socket
+            .apply_with(g, &Request::BlockSource { source: s1 }, fs)
+            .unwrap();
+        match socket.apply_with(g, &Request::BlockSource { source: s1 }, fs) {
             Err(ApplyError::Kernel(e)) => {
                 assert_eq!(
                     (e.option, e.errno_name()),
@@ -326,7 +351,7 @@ fn ipv4_source_requests_without_an_interface_address_use_mcast_options() {
         mode: Mode::Include,
         sources: vec![s2],
     };
-    bed.ns.run(|| socket.apply(g, &filter, fs)).unwrap();
+    bed.ns.run(|| socket.apply_with(g, &filter, fs)).unwrap();
     check(
         &bed.ns,
         &socket,
@@ -358,12 +383,12 @@ fn filter_reads_long_source_lists() {
                 .collect();
             for set in SETS {
                 let socket = MembershipSocket::open(family, bed.ifindex).unwrap();
-                socket.apply(group, &Request::JoinGroup, set).unwrap();
+                socket.apply_with(group, &Request::JoinGroup, set).unwrap();
                 let req = Request::SetFilter {
                     mode: Mode::Exclude,
                     sources: list.clone(),
                 };
-                socket.apply(group, &req, set).unwrap();
+                socket.apply_with(group, &req, set).unwrap();
                 assert_eq!(
                     socket.filter(group).unwrap(),
                     (Mode::Exclude, list.clone()),
@@ -422,14 +447,14 @@ fn closing_the_socket_leaves_its_groups() {
             .run(|| MembershipSocket::open(family, bed.ifindex).unwrap());
         bed.ns.run(|| {
             socket
-                .apply(
+                .apply_with(
                     g,
-                    &Request::JoinSourceGroup(s1),
+                    &Request::JoinSourceGroup { source: s1 },
                     OptionSet::ProtocolIndependent,
                 )
                 .unwrap();
             socket
-                .apply(h, &Request::JoinGroup, OptionSet::FamilySpecific)
+                .apply_with(h, &Request::JoinGroup, OptionSet::FamilySpecific)
                 .unwrap();
         });
         let joined = memberships(&bed.ns, family, "d0");
@@ -455,11 +480,17 @@ fn invalid_requests_never_reach_the_kernel() {
         let socket = MembershipSocket::open(Family::V4, bed.ifindex).unwrap();
         let g = ip("232.1.1.1");
         socket
-            .apply(g, &Request::JoinGroup, OptionSet::ProtocolIndependent)
+            .apply_with(g, &Request::JoinGroup, OptionSet::ProtocolIndependent)
             .unwrap();
         for set in SETS {
             let err = socket
-                .apply(g, &Request::BlockSource(ip("239.1.1.1")), set)
+                .apply_with(
+                    g,
+                    &Request::BlockSource {
+                        source: ip("239.1.1.1"),
+                    },
+                    set,
+                )
                 .unwrap_err();
             assert_eq!(
                 err.to_string(),
@@ -470,7 +501,7 @@ fn invalid_requests_never_reach_the_kernel() {
                 sources: vec![ip("10.77.1.1"), ip("10.77.1.1")],
             };
             assert_eq!(
-                socket.apply(g, &dup, set),
+                socket.apply_with(g, &dup, set),
                 Err(ApplyError::Invalid(InvalidRequest::DuplicateSource(ip(
                     "10.77.1.1"
                 ))))
@@ -481,7 +512,9 @@ fn invalid_requests_never_reach_the_kernel() {
         socket
             .apply_unchecked(
                 g,
-                &Request::BlockSource(ip("239.1.1.1")),
+                &Request::BlockSource {
+                    source: ip("239.1.1.1"),
+                },
                 OptionSet::ProtocolIndependent,
             )
             .unwrap();

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use msfilter::sockopt::{Family, MembershipSocket, OptionSet, Request};
+use msfilter::sockopt::{Family, MembershipSocket, Request};
 use msfilter_testbed::{kernel::source_filters, sequences::Bed};
 
 fn newest_group_without_sources_hides_nothing(family: Family, with: &str, any: &str, s: &str) {
@@ -16,11 +16,10 @@ fn newest_group_without_sources_hides_nothing(family: Family, with: &str, any: &
     );
     let (a, b) = bed.ns.run(|| {
         let a = MembershipSocket::open(family, bed.ifindex).unwrap();
-        a.apply(with, &Request::JoinSourceGroup(s), OptionSet::default())
+        a.apply(with, &Request::JoinSourceGroup { source: s })
             .unwrap();
         let b = MembershipSocket::open(family, bed.ifindex).unwrap();
-        b.apply(any, &Request::JoinGroup, OptionSet::default())
-            .unwrap();
+        b.apply(any, &Request::JoinGroup).unwrap();
         (a, b)
     });
     // The any-source group is now the interface's newest and has no source entries.

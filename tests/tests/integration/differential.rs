@@ -10,13 +10,13 @@
 //!
 //! The seed comes from `MSFILTER_SEED` (decimal or 0x-hex) or the clock, and is printed at
 //! the start and in every failure: `MSFILTER_SEED=<seed> cargo test -p msfilter-testbed --test
-//! differential` replays a run exactly. `MSFILTER_FRAMES` changes the number of frames.
+//! integration differential::` replays a run exactly. `MSFILTER_FRAMES` changes the number of frames.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use msfilter::datapath::{Datapath, GroupFilter};
+use msfilter::{datapath::Datapath, policy::GroupFilter};
 use msfilter_common::{
     Addr, GroupKey, Mode, Reason, Verdict,
     headers::{

@@ -279,3 +279,119 @@ fn members_of_the_configured_group_may_change_the_filter() {
     let (code, stderr) = as_user(1, &["join", "rx0", "232.7.0.2"]);
     assert_eq!(code, Some(3), "{stderr}");
 }
+
+/// One request of every kind (every membership op too) on `rx0` and 232.3.3.3, each with a
+/// field it does not have: `kep` where `keep` was meant, and the like.
+const MISSPELT: &[(&str, &str)] = &[
+    (
+        r#"{"version":1,"request":"register","client":"cli","persistent":false,"persistant":true}"#,
+        "register",
+    ),
+    (
+        r#"{"version":1,"request":"deregister","force":true}"#,
+        "deregister",
+    ),
+    (
+        r#"{"version":1,"request":"membership","iface":"rx0","group":"232.3.3.3","op":"join","sorce":"10.99.0.8"}"#,
+        "membership join",
+    ),
+    (
+        r#"{"version":1,"request":"membership","iface":"rx0","group":"232.3.3.3","op":"leave","kep":true}"#,
+        "membership leave",
+    ),
+    (
+        r#"{"version":1,"request":"membership","iface":"rx0","group":"232.3.3.3","op":"block","source":"10.99.0.8","sources":[]}"#,
+        "membership block",
+    ),
+    (
+        r#"{"version":1,"request":"membership","iface":"rx0","group":"232.3.3.3","op":"unblock","source":"10.99.0.7","al":true}"#,
+        "membership unblock",
+    ),
+    (
+        r#"{"version":1,"request":"membership","iface":"rx0","group":"232.3.3.3","op":"join-source","source":"10.99.0.8","mode":"include"}"#,
+        "membership join-source",
+    ),
+    (
+        r#"{"version":1,"request":"membership","iface":"rx0","group":"232.3.3.3","op":"leave-source","source":"10.99.0.7","x":1}"#,
+        "membership leave-source",
+    ),
+    (
+        r#"{"version":1,"request":"membership","iface":"rx0","group":"232.3.3.3","op":"set-filter","mode":"include","sources":["10.99.0.8"],"sorces":[]}"#,
+        "membership set-filter",
+    ),
+    (
+        r#"{"version":1,"request":"get-filter","iface":"rx0","group":"232.3.3.3","clinet":"cli"}"#,
+        "get-filter",
+    ),
+    (
+        r#"{"version":1,"request":"list-start","filter":{"ifcae":"rx0"}}"#,
+        "list-start",
+    ),
+    (
+        r#"{"version":1,"request":"list-next","cursor":1,"pgae":5}"#,
+        "list-next",
+    ),
+    (
+        r#"{"version":1,"request":"list-end","cursor":1,"cursr":1}"#,
+        "list-end",
+    ),
+    (r#"{"version":1,"request":"stats","verbose":true}"#, "stats"),
+    (
+        r#"{"version":1,"request":"attach","iface":"rx0","replcae":true}"#,
+        "attach",
+    ),
+    (
+        r#"{"version":1,"request":"detach","iface":"rx0","kep":true}"#,
+        "detach",
+    ),
+    (
+        r#"{"version":1,"request":"owner","iface":"rx0","json":true}"#,
+        "owner",
+    ),
+    (
+        r#"{"version":1,"request":"reload","path":"/etc/msfilter.toml"}"#,
+        "reload",
+    ),
+];
+
+#[test]
+fn a_misspelt_field_is_refused_for_every_request_kind_and_changes_nothing() {
+    let link = Link::new("typo", &["10.99.0.1/24"]).unwrap();
+    let daemon = Daemon::start(&link.receiver, &[]).unwrap();
+    daemon.cli_ok(&["join", "rx0", "232.3.3.3"]);
+    daemon.cli_ok(&["block", "rx0", "232.3.3.3", "10.99.0.7"]);
+    let state = || {
+        let owner = daemon.cli_json(&["owner", "rx0", "-j"]);
+        let clients = daemon.cli_json(&["stats", "-j"])["clients"].clone();
+        (snapshot(&link, &daemon), owner, clients)
+    };
+    let before = state();
+    assert_eq!(before.1["owner"], "msfilter");
+
+    // The raw connection acts for the CLI's client, so a membership request taken without
+    // its misspelt field would change what `cli` holds.
+    let mut s = UnixStream::connect(daemon.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let register = br#"{"version":1,"request":"register","client":"cli","persistent":true}"#;
+    send_raw(&mut s, register.len() as u32, register);
+    assert_eq!(read_reply(&mut s).unwrap()["reply"], "registered");
+
+    for (body, kind) in MISSPELT {
+        send_raw(&mut s, body.len() as u32, body.as_bytes());
+        let reply = read_reply(&mut s).expect("a reply");
+        assert_eq!(reply["result"], "error", "{body}: {reply}");
+        assert_eq!(reply["kind"], "protocol", "{body}: {reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("unknown field `")
+                && message.contains(&format!("in a {kind} request")),
+            "{body}: {message}"
+        );
+    }
+    // The connection stays usable, and nothing changed.
+    let stats = br#"{"version":1,"request":"stats"}"#;
+    send_raw(&mut s, stats.len() as u32, stats);
+    assert_eq!(read_reply(&mut s).unwrap()["result"], "ok");
+    drop(s);
+    assert_eq!(state(), before);
+}

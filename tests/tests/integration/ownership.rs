@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
-use msfilter::datapath::{AttachMode, netlink};
+use msfilter::{datapath::AttachMode, iface::xdp};
 use msfilter_testbed::{
     daemon::Daemon,
     foreign::{ForeignXdp, Via},
@@ -59,7 +59,7 @@ fn another_xdp_program_is_refused_by_name_unless_replaced() {
             !igmp.contains("01001EE8"),
             "the kernel membership was undone: {igmp}"
         );
-        let still = link.receiver.run(|| netlink::xdp_attachment(rx)).unwrap();
+        let still = link.receiver.run(|| xdp::xdp_attachment(rx)).unwrap();
         assert_eq!(still.map(|x| x.prog_id), Some(foreign.prog_id));
 
         // --replace takes the interface over.
@@ -69,7 +69,7 @@ fn another_xdp_program_is_refused_by_name_unless_replaced() {
         assert_eq!(owner["owner"], "msfilter", "{owner}");
         assert_eq!(owner["program_name"], "msfilter");
         assert_eq!(owner["pid"], daemon.pid().unwrap());
-        let now = link.receiver.run(|| netlink::xdp_attachment(rx)).unwrap();
+        let now = link.receiver.run(|| xdp::xdp_attachment(rx)).unwrap();
         assert_ne!(now.map(|x| x.prog_id), Some(foreign.prog_id));
         daemon.cli_ok(&["join", "rx0", "232.30.0.1"]);
     }

@@ -1,0 +1,198 @@
+//! What the daemon reports back: plain data that the controller returns and the wire
+//! protocol carries as it is (each is the body of one [`Reply`](super::protocol::Reply)).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    datapath::AttachMode,
+    policy::{GroupFilter, Mode, mode_name},
+    sockopt::ip_of,
+};
+
+/// What a client holds for a group, as read back from its socket, or what an interface
+/// enforces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterView {
+    pub mode: Mode,
+    pub sources: Vec<IpAddr>,
+}
+
+impl From<&GroupFilter> for FilterView {
+    fn from(filter: &GroupFilter) -> Self {
+        Self {
+            mode: filter.mode,
+            sources: filter.sources.iter().map(ip_of).collect(),
+        }
+    }
+}
+
+/// `EXCLUDE {10.0.0.5, 10.0.0.6}`.
+impl std::fmt::Display for FilterView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sources: Vec<String> = self.sources.iter().map(ToString::to_string).collect();
+        write!(f, "{} {{{}}}", mode_name(self.mode), sources.join(", "))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterView {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<msfilter_common::Counter> for CounterView {
+    fn from(c: msfilter_common::Counter) -> Self {
+        Self {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
+    }
+}
+
+/// A client's filter for a group (as the kernel holds it), and the interface's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterReport {
+    pub iface: String,
+    pub group: IpAddr,
+    /// This client's socket filter, as the kernel reports it.
+    pub client: Option<FilterView>,
+    /// The interface-level filter XDP enforces (merge of all clients).
+    pub interface: Option<FilterView>,
+}
+
+/// One enforced group filter with its counters. A group with more sources than fit a page
+/// continues on the next page in an entry with `continued` set, holding the next sources.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEntry {
+    pub iface: String,
+    pub ifindex: u32,
+    pub group: IpAddr,
+    pub mode: Mode,
+    pub sources: Vec<SourceEntry>,
+    pub passed: CounterView,
+    pub dropped: CounterView,
+    /// Registered clients that are members.
+    pub members: u32,
+    /// This entry continues the same group from the previous page (more sources).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continued: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceEntry {
+    pub source: IpAddr,
+    /// Frames matching this entry (dropped in EXCLUDE mode, passed in INCLUDE mode).
+    pub matched: CounterView,
+}
+
+/// One page of an enumeration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub entries: Vec<GroupEntry>,
+    /// Present when more entries follow: pass it to `ListNext`.
+    pub cursor: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub verdict: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    pub iface: String,
+    pub ifindex: u32,
+    pub mode: AttachMode,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsView {
+    pub reasons: Vec<ReasonCount>,
+    pub passed: CounterView,
+    pub dropped: CounterView,
+    pub clients: u32,
+    pub groups: u32,
+    pub source_entries: u64,
+    pub attachments: Vec<AttachmentView>,
+    /// Kernel memory of the maps, as the kernel reports it (bytes).
+    pub map_memory: u64,
+}
+
+/// An interface taken over: the program attached (or a pinned link adopted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attached {
+    pub iface: String,
+    pub ifindex: u32,
+    pub mode: AttachMode,
+    pub program_id: u32,
+    /// Taken over from a link pinned earlier rather than attached now.
+    pub adopted: bool,
+    /// Entries the interface has in the maps.
+    pub groups: u32,
+    pub sources: u64,
+}
+
+/// The program of an owned interface swapped through its link.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replaced {
+    pub iface: String,
+    pub old_program: u32,
+    pub new_program: u32,
+}
+
+/// What `attach` did. As JSON (the CLI's `-j`), the report with `"result": "attached"` or
+/// `"replaced"`; on the wire, each is a reply of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum AttachOutcome {
+    /// The interface is now owned (attached, or a pinned link adopted).
+    Attached(Attached),
+    /// The program of an interface msfilter owned was swapped through its link.
+    Replaced(Replaced),
+}
+
+/// An interface released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detached {
+    pub iface: String,
+    /// Map entries deleted (groups plus sources); 0 with `keep`.
+    pub deleted: u64,
+    pub kept: bool,
+}
+
+/// Who runs XDP on an interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerView {
+    pub iface: String,
+    pub ifindex: u32,
+    /// "msfilter" (this daemon), "msfilter-kept" (released with --keep: msfilter's program
+    /// enforces the last policy, frozen), "other" (another XDP program), or "none".
+    pub owner: String,
+    pub program_id: Option<u32>,
+    pub program_name: Option<String>,
+    /// "driver", "skb", "hardware" or "multiple".
+    pub mode: Option<String>,
+    /// Since when (seconds since the Unix epoch): when this daemon took the interface over,
+    /// or when the other program was loaded.
+    pub since: Option<u64>,
+    /// The daemon's process id, when it owns the interface.
+    pub pid: Option<u32>,
+    /// Taken over from a pinned link left by an earlier run.
+    pub adopted: bool,
+    /// The program was replaced (`attach --replace`) since.
+    pub replaced: bool,
+    pub groups: u32,
+    pub sources: u64,
+}
+
+/// The configuration file read again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// One line per change applied.
+    pub changes: Vec<String>,
+}

@@ -1,0 +1,20 @@
+//! Network interfaces as msfilter sees them, through rtnetlink and `bpf(2)`: the requests
+//! aya 0.14 does not offer.
+//!
+//! * [`resolve`] / [`name_of`]: names and indexes (`names.rs`).
+//! * [`xdp`]: which XDP program holds an interface and in which mode, what that program is,
+//!   the bpf_link it is attached through, attaching through netlink and removing it.
+//! * [`monitor`]: every interface of the namespace, and interfaces coming, going and being
+//!   renamed ([`LinkMonitor`]).
+//! * `netlink.rs`: the socket, requests, messages and attributes underneath.
+//!
+//! Interface indexes are those of the calling thread's network namespace; BPF object ids
+//! are global.
+
+pub mod monitor;
+mod names;
+mod netlink;
+pub mod xdp;
+
+pub use monitor::{LinkEvent, LinkMonitor, interfaces};
+pub use names::{Interface, NoSuchInterface, by_index, label, name_of, resolve};

@@ -1,0 +1,26 @@
+//! msfilter's integration tests, one binary with a module per subject (one link of the test
+//! bed and the library instead of one per file). Run one subject with its module path:
+//! `cargo test -p msfilter-testbed --test integration map_memory::`.
+//!
+//! Most need root (namespaces, BPF, XDP); without it they fail loudly.
+
+mod bad_input;
+mod cli_json;
+mod clients;
+mod config_file;
+mod controller;
+mod differential;
+mod end_to_end;
+mod kernel_equivalence;
+mod kernel_sequences;
+mod kernel_views;
+mod listing;
+mod map_memory;
+mod netlink;
+mod netns;
+mod ownership;
+mod reports;
+mod restart;
+mod restart_bulk;
+mod sockopt;
+mod verdict;
