@@ -29,9 +29,9 @@ use super::{
     explain::{Refused, explain},
     report::{
         AttachmentView, CounterView, FilterReport, FilterView, GroupEntry, Page, ReasonCount,
-        SourceEntry, StatsView,
+        SourceEntry, StatsView, UnrestoredView,
     },
-    state::StateStore,
+    state::{Membership, StateStore},
 };
 use crate::{
     datapath::{AttachMode, Datapath, DatapathError},
@@ -172,6 +172,16 @@ pub struct Controller {
     /// Released by `detach --keep`.
     pub(super) kept: BTreeSet<String>,
     pub(super) keep_on_exit: bool,
+    /// Persisted memberships the kernel did not confirm at start-up, by (client, interface
+    /// name, group): not enforced, still persisted (see `lifecycle.rs`).
+    pub(super) unrestored: BTreeMap<(ClientId, String, IpAddr), Unrestored>,
+}
+
+/// A persisted membership that start-up could not restore as persisted.
+#[derive(Clone, Debug)]
+pub(super) struct Unrestored {
+    pub(super) membership: Membership,
+    pub(super) reason: String,
 }
 
 /// What the kernel says a socket holds for `group` (`None`: not a member).
@@ -203,6 +213,7 @@ impl Controller {
             released: BTreeSet::new(),
             kept: BTreeSet::new(),
             keep_on_exit: false,
+            unrestored: BTreeMap::new(),
         }
     }
 
@@ -251,6 +262,7 @@ impl Controller {
         }
         let count = state.sockets.len() as u32;
         drop(state.sockets); // closing the sockets leaves the groups in the kernel
+        self.unrestored.retain(|(c, _, _), _| *c != client);
         let keys = self.memberships.remove_client(client);
         if let Err(e) = self.sync(&keys, false) {
             log::error!("updating the maps after client {client} left: {e}");
@@ -384,6 +396,9 @@ impl Controller {
         request: &Request,
     ) -> Result<Option<GroupFilter>> {
         let result = self.apply_membership(client, iface, group, request);
+        // The client's own request now says what it wants of this group.
+        let name = iface::resolve(iface).map_or_else(|_| iface.to_string(), |i| i.name);
+        self.unrestored.remove(&(client, name, group));
         let persistent = self.clients.get(&client).is_some_and(|c| c.persistent);
         self.forget_if_idle(client);
         if persistent {
@@ -508,6 +523,7 @@ impl Controller {
             && c.persistent
             && c.name != CONFIG_CLIENT
             && c.sockets.is_empty()
+            && !self.unrestored.keys().any(|(id, _, _)| *id == client)
         {
             self.persistent.remove(&c.name);
             self.clients.remove(&client);
@@ -725,6 +741,19 @@ impl Controller {
                 })
                 .collect(),
             map_memory: g + s + r,
+            unrestored: self
+                .unrestored
+                .iter()
+                .map(|((client, iface, group), u)| UnrestoredView {
+                    client: self
+                        .clients
+                        .get(client)
+                        .map_or_else(|| format!("#{client}"), |c| c.name.clone()),
+                    iface: iface.clone(),
+                    group: *group,
+                    reason: u.reason.clone(),
+                })
+                .collect(),
         })
     }
 }

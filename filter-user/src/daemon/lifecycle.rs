@@ -17,7 +17,7 @@ use msfilter_common::GroupKey;
 use super::{
     DaemonError,
     config::{self, Config, GroupConfig},
-    controller::{CONFIG_CLIENT, Controller, ControllerError, Ownership, Result},
+    controller::{CONFIG_CLIENT, Controller, ControllerError, Ownership, Result, Unrestored},
     report::Reloaded,
     state::{DesiredState, Membership, OwnedInterface, PersistentClient, StateStore},
 };
@@ -62,13 +62,17 @@ impl Controller {
             ctl.owned.insert(owned.name.clone(), mode);
         }
 
-        // 1. Memberships: persistent clients, then the configuration.
+        // 1. Memberships: persistent clients, then the configuration. A restored membership
+        //    counts only once the kernel confirms it (`confirm_restored`); the ready socket
+        //    appears only after start-up, so "ready" means confirmed.
+        let mut restored = Vec::new();
         for client in &state.clients {
             let id = ctl.register_unchecked(&client.name, true);
             for m in &client.memberships {
-                ctl.restore_membership(id, m);
+                restored.extend(ctl.restore_membership(id, m));
             }
         }
+        ctl.confirm_restored(&restored);
         ctl.config = config;
         let wanted: Vec<(String, IpAddr, GroupConfig)> = ctl
             .config
@@ -132,25 +136,104 @@ impl Controller {
         Ok(ctl)
     }
 
-    fn restore_membership(&mut self, client: ClientId, m: &Membership) {
+    /// Restore one persisted membership on a new socket. Returns the membership for
+    /// [`Controller::confirm_restored`] when the socket holds exactly what was persisted;
+    /// otherwise it is recorded as unrestored (and the model holds what the kernel holds).
+    fn restore_membership(
+        &mut self,
+        client: ClientId,
+        m: &Membership,
+    ) -> Option<(ClientId, GroupKey, Membership)> {
         let Ok(iface::Interface { index: ifindex, .. }) = iface::resolve(&m.iface) else {
-            log::warn!(
-                "client {client}: {} on {} not restored: the interface is gone",
-                m.group,
-                m.iface
-            );
-            return;
+            self.not_restored(client, m, format!("there is no interface {}", m.iface));
+            return None;
         };
         let want = GroupFilter::new(m.mode, m.sources.iter().map(|s| addr_of(*s)));
-        match self.set_membership(client, ifindex, m.group, Some(&want)) {
-            Ok(Some(now)) if now == want => {}
-            Ok(now) => log::warn!(
-                "restored {} on {} as {now:?}, not as persisted ({want:?})",
-                m.group,
-                m.iface
+        let reason = match self.set_membership(client, ifindex, m.group, Some(&want)) {
+            Ok(Some(now)) if now == want => {
+                return Some((client, GroupKey::new(ifindex, addr_of(m.group)), m.clone()));
+            }
+            Ok(now) => format!(
+                "the kernel holds {} instead",
+                now.map_or_else(|| "no membership".to_string(), |f| f.to_string())
             ),
-            Err(e) => log::error!("restoring {} on {}: {e}", m.group, m.iface),
+            Err(e) => e.to_string(),
+        };
+        self.not_restored(client, m, reason);
+        None
+    }
+
+    /// Record a persisted membership that start-up could not restore as persisted.
+    fn not_restored(&mut self, client: ClientId, m: &Membership, reason: String) {
+        log::error!("{} on {}: not restored: {reason}", m.group, m.iface);
+        self.unrestored.insert(
+            (client, m.iface.clone(), m.group),
+            Unrestored {
+                membership: m.clone(),
+                reason,
+            },
+        );
+    }
+
+    /// The kernel's confirmation of restored memberships: each group must be listed as
+    /// joined on its interface (`/proc/net/igmp*`, complete unlike `mcfilter*`). One that is
+    /// not is taken out of the model (so XDP does not enforce it) and recorded as unrestored.
+    fn confirm_restored(&mut self, restored: &[(ClientId, GroupKey, Membership)]) {
+        if restored.is_empty() {
+            return;
         }
+        let joined: BTreeSet<(u32, IpAddr)> = match iface::groups::joined() {
+            Ok(groups) => groups.into_iter().map(|g| (g.ifindex, g.group)).collect(),
+            Err(e) => {
+                log::error!(
+                    "reading the kernel's group lists to confirm restored memberships: {e}"
+                );
+                BTreeSet::new()
+            }
+        };
+        let mut confirmed = 0;
+        for (client, key, m) in restored {
+            if joined.contains(&(key.ifindex, m.group)) {
+                confirmed += 1;
+                continue;
+            }
+            if let Err(e) = self.set_membership(*client, key.ifindex, m.group, None) {
+                log::error!("dropping the unconfirmed membership of {}: {e}", m.group);
+            }
+            let reason = format!(
+                "the kernel does not list {} as joined on {}",
+                m.group, m.iface
+            );
+            self.not_restored(*client, m, reason);
+        }
+        log::info!(
+            "restored {confirmed} persisted memberships, confirmed by the kernel; {} not restored",
+            self.unrestored.len()
+        );
+    }
+
+    /// Try again the unrestored memberships on interface `name` (it just appeared).
+    pub(super) fn retry_unrestored(&mut self, name: &str) {
+        let waiting: Vec<((ClientId, String, IpAddr), Unrestored)> = self
+            .unrestored
+            .iter()
+            .filter(|((_, iface, _), _)| iface == name)
+            .map(|(k, u)| (k.clone(), u.clone()))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let mut restored = Vec::new();
+        for (key, u) in waiting {
+            self.unrestored.remove(&key);
+            restored.extend(self.restore_membership(key.0, &u.membership));
+        }
+        self.confirm_restored(&restored);
+        let keys: Vec<GroupKey> = restored.iter().map(|(_, key, _)| *key).collect();
+        if let Err(e) = self.sync(&keys, true) {
+            log::error!("enforcing the memberships restored on {name}: {e}");
+        }
+        self.save_state();
     }
 
     /// The client that holds the configuration's memberships.
@@ -258,13 +341,24 @@ impl Controller {
             if !client.persistent || client.name == CONFIG_CLIENT {
                 continue;
             }
-            let mut memberships = Vec::new();
+            let mut memberships: Vec<Membership> = self
+                .unrestored
+                .iter()
+                .filter(|((c, _, _), _)| c == id)
+                .map(|(_, u)| u.membership.clone())
+                .collect();
             for key in client.sockets.keys() {
                 let (Some(filter), Some(iface)) =
                     (self.memberships.get(*id, key), iface::name_of(key.ifindex))
                 else {
                     continue;
                 };
+                if self
+                    .unrestored
+                    .contains_key(&(*id, iface.clone(), ip_of(&key.group)))
+                {
+                    continue;
+                }
                 memberships.push(Membership {
                     iface,
                     group: ip_of(&key.group),

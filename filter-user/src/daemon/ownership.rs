@@ -220,9 +220,11 @@ impl Controller {
         }
     }
 
-    /// An interface appeared (or was renamed to `name`): take it if the configuration names
-    /// it and msfilter does not own it yet.
+    /// An interface appeared (or was renamed to `name`): restore the persisted memberships
+    /// that waited for it, and take it if the configuration names it and msfilter does not
+    /// own it yet.
     fn interface_present(&mut self, ifindex: u32, name: &str) {
+        self.retry_unrestored(name);
         if self.ownership(ifindex) == Ownership::Owned || !self.config.interfaces.contains_key(name)
         {
             return;

@@ -121,6 +121,21 @@ pub struct StatsView {
     pub attachments: Vec<AttachmentView>,
     /// Kernel memory of the maps, as the kernel reports it (bytes).
     pub map_memory: u64,
+    /// Persisted memberships the kernel did not confirm at start-up: not enforced, kept in
+    /// the persisted state and tried again at the next start (or replaced by the client's
+    /// next request for that group).
+    #[serde(default)]
+    pub unrestored: Vec<UnrestoredView>,
+}
+
+/// A persisted membership that could not be restored as persisted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnrestoredView {
+    pub client: String,
+    pub iface: String,
+    pub group: IpAddr,
+    /// Why: the kernel's refusal, a missing interface, or a filter read back differently.
+    pub reason: String,
 }
 
 /// An interface taken over: the program attached (or a pinned link adopted).

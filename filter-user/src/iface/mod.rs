@@ -6,11 +6,14 @@
 //!   the bpf_link it is attached through, attaching through netlink and removing it.
 //! * [`monitor`]: every interface of the namespace, and interfaces coming, going and being
 //!   renamed ([`LinkMonitor`]).
+//! * [`groups`]: the multicast groups the kernel has joined on each interface
+//!   (`/proc/net/igmp*`), with their membership counts.
 //! * `netlink.rs`: the socket, requests, messages and attributes underneath.
 //!
 //! Interface indexes are those of the calling thread's network namespace; BPF object ids
 //! are global.
 
+pub mod groups;
 pub mod monitor;
 mod names;
 mod netlink;

@@ -23,4 +23,5 @@ mod reports;
 mod restart;
 mod restart_bulk;
 mod sockopt;
+mod unrestored;
 mod verdict;

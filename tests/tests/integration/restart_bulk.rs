@@ -255,8 +255,7 @@ fn one_run(run: usize, rng: &mut Rng) {
     // blocked one dropped at XDP.
     let (g, _) = listed
         .iter()
-        .filter(|(_, (_, s))| s.len() == SOURCES)
-        .next_back()
+        .rfind(|(_, (_, s))| s.len() == SOURCES)
         .unwrap_or_else(|| panic!("no group was fully loaded\n{context}"));
     let app = Receiver::passive(&link.receiver, *g);
     let tx = link.sender.ifindex(&link.tx).unwrap();

@@ -289,6 +289,13 @@ fn stats_lines(out: &mut impl io::Write, stats: &StatsView) -> io::Result<()> {
             a.iface, a.ifindex, a.mode
         )?;
     }
+    for u in &stats.unrestored {
+        writeln!(
+            out,
+            "not restored at start-up (kept for the next start): client {}, {} on {}: {}",
+            u.client, u.group, u.iface, u.reason
+        )?;
+    }
     writeln!(
         out,
         "{:<34} {:<5} {:>14} {:>16}",

@@ -1,0 +1,128 @@
+//! The multicast groups the kernel has joined on each interface, with how many memberships
+//! hold each: `/proc/net/igmp` and `/proc/net/igmp6` of the calling thread's network
+//! namespace. Unlike `/proc/net/mcfilter*`, these listings walk every group of every
+//! interface, so they are complete (docs/kernel.md).
+
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+/// One group joined on one interface.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JoinedGroup {
+    pub ifindex: u32,
+    pub device: String,
+    pub group: IpAddr,
+    /// Memberships the kernel counts for the group on this interface: one per socket that
+    /// joined it, plus the kernel's own (the all-hosts groups, for instance).
+    pub users: u32,
+}
+
+/// Every group joined in this thread's network namespace, IPv4 then IPv6.
+pub fn joined() -> io::Result<Vec<JoinedGroup>> {
+    let v4 = std::fs::read_to_string("/proc/thread-self/net/igmp")?;
+    let mut groups = parse_igmp(&v4)?;
+    // Without IPv6 there is no igmp6 file: no IPv6 groups.
+    match std::fs::read_to_string("/proc/thread-self/net/igmp6") {
+        Ok(v6) => groups.extend(parse_igmp6(&v6)?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(groups)
+}
+
+fn bad(line: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("unexpected line in the kernel's group listing: {line:?}"),
+    )
+}
+
+/// `/proc/net/igmp`: an interface line (`Idx Device : Count Querier`), then one indented line
+/// per group (`Group Users Timer Reporter`). The group is the `__be32` printed as a native
+/// integer in hex.
+pub fn parse_igmp(text: &str) -> io::Result<Vec<JoinedGroup>> {
+    let mut out = Vec::new();
+    let mut interface: Option<(u32, String)> = None;
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !line.starts_with(char::is_whitespace) {
+            let (Some(index), Some(device)) = (fields.first(), fields.get(1)) else {
+                return Err(bad(line));
+            };
+            interface = Some((index.parse().map_err(|_| bad(line))?, (*device).to_string()));
+            continue;
+        }
+        let (Some((ifindex, device)), Some(group), Some(users)) =
+            (&interface, fields.first(), fields.get(1))
+        else {
+            return Err(bad(line));
+        };
+        let raw = u32::from_str_radix(group, 16).map_err(|_| bad(line))?;
+        out.push(JoinedGroup {
+            ifindex: *ifindex,
+            device: device.clone(),
+            group: IpAddr::V4(Ipv4Addr::from(raw.to_ne_bytes())),
+            users: users.parse().map_err(|_| bad(line))?,
+        });
+    }
+    Ok(out)
+}
+
+/// `/proc/net/igmp6`: one line per group: `ifindex device group(32 hex) users flags timer`.
+pub fn parse_igmp6(text: &str) -> io::Result<Vec<JoinedGroup>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 || f[2].len() != 32 {
+                return Err(bad(line));
+            }
+            let group = u128::from_str_radix(f[2], 16).map_err(|_| bad(line))?;
+            Ok(JoinedGroup {
+                ifindex: f[0].parse().map_err(|_| bad(line))?,
+                device: f[1].to_string(),
+                group: IpAddr::V6(Ipv6Addr::from(group)),
+                users: f[3].parse().map_err(|_| bad(line))?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_ipv4_listing() {
+        let text = "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n\
+                    1\tlo        :     1      V3\n\
+                    \t\t\t\t010000E0     1 0:00000000\t\t0\n\
+                    3\tva        :     3      V3\n\
+                    \t\t\t\t020101E8     2 0:00000000\t\t0\n\
+                    \t\t\t\t010000E0     1 0:00000000\t\t0\n";
+        let groups = parse_igmp(text).unwrap();
+        assert_eq!(groups.len(), 3);
+        let host_order = u32::from_ne_bytes([232, 1, 1, 2]);
+        assert_eq!(format!("{host_order:08X}").len(), 8);
+        let va: Vec<_> = groups.iter().filter(|g| g.device == "va").collect();
+        assert_eq!(va[0].ifindex, 3);
+        if cfg!(target_endian = "little") {
+            assert_eq!(va[0].group, "232.1.1.2".parse::<IpAddr>().unwrap());
+            assert_eq!(groups[0].group, "224.0.0.1".parse::<IpAddr>().unwrap());
+        }
+        assert_eq!(va[0].users, 2);
+        assert!(parse_igmp("header\n\t\t\t\t010000E0 1 0:0 0\n").is_err());
+    }
+
+    #[test]
+    fn parses_the_ipv6_listing() {
+        let text = "1    lo              ff020000000000000000000000000001     1 0000000C 0\n\
+                    3    va              ff3e0000000000000000000000000001     2 00000004 0\n";
+        let groups = parse_igmp6(text).unwrap();
+        assert_eq!(groups[1].group, "ff3e::1".parse::<IpAddr>().unwrap());
+        assert_eq!((groups[1].ifindex, groups[1].users), (3, 2));
+        assert!(parse_igmp6("3 va ff3e 2 0 0\n").is_err());
+    }
+}
