@@ -3,12 +3,14 @@
 //! memberships are left. Exit status: 0 done, 1 refused (the reason is on stderr, with the
 //! kernel's errno name when the kernel refused), 2 bad usage, 3 the daemon is unreachable.
 
+mod doctor;
+mod generate;
 mod output;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory as _, Parser, Subcommand, ValueEnum};
 use msfilter::{
     client::{Client, ClientError},
     daemon::{
@@ -132,6 +134,12 @@ enum Command {
     Reload,
     /// Run the daemon (serves the socket given by --socket).
     Daemon(DaemonArgs),
+    /// Check this host for what keeps msfilter from filtering as asked; exit 1 if a check
+    /// fails.
+    Doctor(doctor::DoctorArgs),
+    /// Write the man pages or shell completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -165,13 +173,13 @@ enum FilterCommand {
 #[derive(Debug, Args)]
 struct DaemonArgs {
     /// Where maps, program and links are pinned (on bpffs).
-    #[arg(long, default_value = daemon::DEFAULT_PIN_DIR)]
+    #[arg(long, env = "MSFILTER_PIN_DIR", default_value = daemon::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
     /// Where the persisted state is kept.
-    #[arg(long, default_value = daemon::DEFAULT_STATE_DIR)]
+    #[arg(long, env = "MSFILTER_STATE_DIR", default_value = daemon::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Declarative configuration (TOML): interfaces to own and their groups.
-    #[arg(long)]
+    #[arg(long, env = "MSFILTER_CONFIG")]
     config: Option<PathBuf>,
     /// Leave XDP enforcing the last policy when the daemon stops.
     #[arg(long)]
@@ -361,6 +369,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Daemon(args) => {
             init_logging();
+            msfilter::doctor::capabilities::check_daemon().map_err(anyhow::Error::from)?;
             daemon::run(DaemonOptions {
                 socket,
                 pin_dir: args.pin_dir,
@@ -377,6 +386,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             .await
             .map_err(anyhow::Error::from)?;
         }
+        Command::Doctor(args) => doctor::run(args, socket).await?,
+        Command::Generate(what) => generate::run(Cli::command(), &what)?,
     }
     Ok(())
 }
