@@ -4,11 +4,13 @@
 //! * `server`: the UNIX socket, peer credentials, framing, the controller thread.
 //! * `controller`: clients, handles, and the request path (sockopt → policy → datapath).
 //! * `explain`: kernel refusals in msfilter's words.
+//! * `notify`: readiness, reload and stop notices to the service manager (`sd_notify`).
 
 pub mod config;
 mod controller;
 mod explain;
 mod lifecycle;
+mod notify;
 mod ownership;
 pub mod protocol;
 mod server;

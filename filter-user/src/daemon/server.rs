@@ -20,6 +20,7 @@ use tokio::{
 use super::{
     DaemonError,
     controller::{ConnId, Controller},
+    notify,
     protocol::{
         DEFAULT_PAGE, Envelope, ErrorKind, ErrorReply, FrameError, MAX_PAGE, MAX_REQUEST_BYTES,
         PROTOCOL_VERSION, Reply, Request, Response, read_frame, write_frame,
@@ -210,6 +211,7 @@ pub(super) async fn serve(
     }
     .map_err(|e| DaemonError::Links(e.into()))?;
     tokio::spawn(watch_links(monitor, tx.clone()));
+    notify::ready(&format!("serving {}", socket_path.display()));
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     loop {
         tokio::select! {
@@ -222,12 +224,14 @@ pub(super) async fn serve(
             },
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading the configuration");
+                notify::reloading();
                 let _ = tx.send(Command::Reload).await;
             }
             _ = term.recv() => { log::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { log::info!("SIGINT: shutting down"); break; }
         }
     }
+    notify::stopping("shutting down");
     drop(listener);
     let _ = std::fs::remove_file(&socket_path);
     let (done, finished) = oneshot::channel();
@@ -282,11 +286,13 @@ fn run_controller(mut controller: Controller, mut rx: mpsc::Receiver<Command>) {
                     controller.link_event(event);
                 }
             }
-            Command::Reload => {
-                if let Err(e) = controller.reload() {
+            Command::Reload => match controller.reload() {
+                Ok(_) => notify::ready("configuration reloaded"),
+                Err(e) => {
                     log::error!("reload refused: {}", e.message);
+                    notify::ready(&format!("reload refused: {}", e.message));
                 }
-            }
+            },
             Command::Shutdown { done } => {
                 controller.shutdown();
                 let _ = done.send(());
