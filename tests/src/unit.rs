@@ -271,6 +271,33 @@ pub fn capability_number(name: &str) -> Option<u32> {
     NAMES.iter().position(|n| *n == name).map(|i| i as u32)
 }
 
+/// A command that runs in `ns` by entering only its network namespace (`setns(2)` between
+/// fork and exec), as `nsenter --net` does: unlike `ip netns exec` it keeps the host's
+/// `/sys`, with the BPF filesystem.
+pub fn command_in(ns: &Netns, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let path = std::ffi::CString::new(ns.path().into_os_string().into_encoded_bytes())
+        .expect("a namespace path has no NUL");
+    let mut command = Command::new(program);
+    // SAFETY: only open(2), setns(2) and close(2) run between fork and exec, on a path
+    // prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let ret = libc::setns(fd, libc::CLONE_NEWNET);
+            libc::close(fd);
+            if ret == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+    command
+}
+
 /// Where the service's `NOTIFY_SOCKET` points.
 #[derive(Clone, Debug)]
 pub enum NotifyAt {

@@ -13,7 +13,7 @@ use std::{
 use msfilter_testbed::{
     daemon::{TempDir, msfilter_bin},
     netns::Link,
-    unit::{Launch, NotifyAt, Service, Unit},
+    unit::{Launch, NotifyAt, Service, Unit, command_in},
 };
 use serde_json::Value;
 
@@ -116,20 +116,7 @@ impl Bed {
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
-        let netns = std::fs::File::open(self.link.receiver.path()).unwrap();
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&netns);
-        let mut command = std::process::Command::new(msfilter_bin());
-        // SAFETY: only setns(2) between fork and exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        command
+        command_in(&self.link.receiver, msfilter_bin())
             .arg("--socket")
             .arg(self.socket())
             .args(args)

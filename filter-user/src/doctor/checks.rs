@@ -529,6 +529,16 @@ pub(super) fn source_needs(config: Option<&Config>, daemon: Option<&DaemonView>)
     needs
 }
 
+/// The number of different (interface, group) among `needs` (a configured group is
+/// usually managed too).
+fn distinct(needs: &[&Need]) -> usize {
+    needs
+        .iter()
+        .map(|n| (n.iface.as_str(), n.group))
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
 fn largest<'a>(needs: impl IntoIterator<Item = &'a Need>) -> Option<&'a Need> {
     needs.into_iter().max_by_key(|n| n.sources)
 }
@@ -574,8 +584,8 @@ pub(super) fn source_limit(
                          socket (ENOBUFS), so that filter cannot be set again (on restart or \
                          reload){}",
                         describe_need(worst),
-                        if over.len() > 1 {
-                            format!("; {} groups are over the limit", over.len())
+                        if distinct(&over) > 1 {
+                            format!("; {} groups are over the limit", distinct(&over))
                         } else {
                             String::new()
                         }

@@ -284,6 +284,22 @@ fn source_limits_against_the_lists_msfilter_holds() {
             .unwrap()
             .contains("sysctl -w net.ipv4.igmp_max_msf=12")
     );
+    // The same group configured and managed counts once; two groups are named as two.
+    let configured = Need {
+        origin: "configured",
+        ..big.clone()
+    };
+    let f = source_limit(
+        "igmp-max-msf",
+        key,
+        &Sysctl::Value(10),
+        10,
+        &[&big, &configured],
+    );
+    assert!(!f.found.contains("groups are over the limit"), "{f:?}");
+    let other = need(11, "232.1.1.9", true);
+    let f = source_limit("igmp-max-msf", key, &Sysctl::Value(10), 10, &[&big, &other]);
+    assert!(f.found.ends_with("; 2 groups are over the limit"), "{f:?}");
     // An INCLUDE union of several members may overstate any one socket's list.
     let union = need(12, "232.1.1.3", false);
     let f = source_limit("igmp-max-msf", key, &Sysctl::Value(10), 10, &[&union]);
