@@ -50,7 +50,7 @@ pub fn package_path(root: &Path, arch: &str) -> PathBuf {
 
 pub fn run(root: &Path) -> Result<PathBuf> {
     setup::run(root)?;
-    for tool in ["dpkg-deb", "dpkg", "objdump", "gzip", "md5sum"] {
+    for tool in ["dpkg-deb", "dpkg", "objdump", "strip", "gzip", "md5sum"] {
         which(tool).with_context(|| {
             format!(
                 "`{tool}` is needed to build the package (Debian: apt-get install dpkg-dev \
@@ -84,8 +84,15 @@ pub fn run(root: &Path) -> Result<PathBuf> {
         }
     }
 
-    // The binary.
-    install(&binary, &stage.join("usr/bin/msfilter"), 0o755)?;
+    // The binary, without its symbol table (as Debian packages ship binaries).
+    let installed = stage.join("usr/bin/msfilter");
+    install(&binary, &installed, 0o755)?;
+    cmd::output(
+        Command::new("strip")
+            .arg("--strip-unneeded")
+            .arg(&installed),
+    )
+    .context("stripping the binary")?;
 
     // Man pages and completions, from the binary's own clap definitions.
     let man = generated.join("man");
@@ -357,9 +364,8 @@ fn copyright_text(root: &Path) -> Result<String> {
          Files: *\n\
          Copyright: msfilter developers\n\
          License: MIT or Apache-2.0\n\
-         \n\
-         Comment: /usr/bin/msfilter is statically linked with these Rust crates, each under\n \
-         the licence given (SPDX expressions, from their Cargo.toml):\n \
+         Comment: /usr/bin/msfilter is built from these Rust crates (build-time macros\n \
+         included), each under the licence given (SPDX expressions, from their Cargo.toml):\n \
          .\n",
     );
     for (name, version, license) in crates {
