@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use msfilter::datapath::netlink;
 use msfilter_testbed::{
     daemon::{TempDir, msfilter_bin},
     netns::Link,
@@ -195,6 +196,17 @@ fn ready_only_when_serving_reload_and_stop_as_the_unit_says() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     assert!(pinned.iter().any(|p| p.starts_with("link-")), "{pinned:?}");
+    // ... and XDP stays attached while no daemon runs (a restart keeps it enforcing).
+    let rx0 = bed.link.receiver.ifindex("rx0").unwrap();
+    let attached = bed
+        .link
+        .receiver
+        .run(|| netlink::xdp_attachment(rx0))
+        .unwrap();
+    assert_eq!(
+        attached.map(|a| u64::from(a.prog_id)),
+        owner["program_id"].as_u64()
+    );
 
     // Second run, abstract notify socket: at READY=1 the pinned link has been adopted.
     let name = format!("msfilter-unit-test-{}", std::process::id());
@@ -287,7 +299,15 @@ fn the_units_capabilities_suffice_and_each_is_needed() {
     assert_eq!(bed.groups(), ["232.44.0.1"]);
     service.stop();
     assert!(service.wait_exit(READY_WITHIN).unwrap().success());
-    // Without --keep a stop released the interface: nothing left pinned.
+    // Without --keep a stop released the interface: no XDP, nothing left pinned.
+    let rx0 = bed.link.receiver.ifindex("rx0").unwrap();
+    assert_eq!(
+        bed.link
+            .receiver
+            .run(|| netlink::xdp_attachment(rx0))
+            .unwrap(),
+        None
+    );
     let left: Vec<_> = std::fs::read_dir(&bed.pins.0)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

@@ -48,8 +48,14 @@ pub fn package_path(root: &Path, arch: &str) -> PathBuf {
         .join(format!("{PACKAGE}_{VERSION}_{arch}.deb"))
 }
 
+/// Set up, then build the package.
 pub fn run(root: &Path) -> Result<PathBuf> {
     setup::run(root)?;
+    build(root)
+}
+
+/// Build the package (the toolchain set up already).
+pub fn build(root: &Path) -> Result<PathBuf> {
     for tool in ["dpkg-deb", "dpkg", "objdump", "strip", "gzip", "md5sum"] {
         which(tool).with_context(|| {
             format!(
@@ -171,8 +177,14 @@ pub fn run(root: &Path) -> Result<PathBuf> {
         .args(files.iter().filter(|f| !f.starts_with("etc/")));
     fs::write(control_dir.join("md5sums"), cmd::output(&mut md5)?)?;
 
+    // Packages of earlier versions go too: target/dist holds one package.
+    for entry in fs::read_dir(&dist)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
     let deb = package_path(root, &arch);
-    let _ = fs::remove_file(&deb);
     cmd::run(
         TAG,
         Command::new("dpkg-deb")

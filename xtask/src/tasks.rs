@@ -28,7 +28,7 @@ pub fn test(root: &Path, args: &[String]) -> Result<()> {
     }
     setup::run(root)?;
     // The package test installs what `cargo xtask dist` builds, so build it first.
-    crate::dist::run(root).context("FAILED: the package does not build")?;
+    crate::dist::build(root).context("FAILED: the package does not build")?;
     cmd::run(TEST, cargo(root).arg("build").env("RUST_BACKTRACE", "1"))
         .context("FAILED: the workspace does not build")?;
     cmd::run(
