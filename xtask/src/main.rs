@@ -1,6 +1,6 @@
 //! `cargo xtask`: installs what building msfilter needs and runs its build, tests, demo,
-//! benchmark, lints and packaging. Every step prints one `[command] ...` line; a failure says what failed
-//! and what to do, and the exit status is non-zero.
+//! benchmark, lints and packaging. Every step prints one `[command] ...` line; a failure says
+//! what failed and what to do, and the exit status is non-zero.
 
 mod bpf_linker;
 mod cmd;
