@@ -3,11 +3,13 @@
 //! * [`client`]: the library client applications link instead of shelling out.
 //! * [`daemon`]: the controller daemon and its wire protocol.
 //! * [`datapath`]: the XDP program, its attachments and where its maps are written.
+//! * [`doctor`]: what on this host keeps msfilter from filtering as asked.
 //! * [`policy`]: where the policy model lives (per-client filters, RFC 3376 merge).
 //! * [`sockopt`]: where socket options are set (the kernel judges every membership request).
 pub mod client;
 pub mod daemon;
 pub mod datapath;
+pub mod doctor;
 pub mod iface;
 pub mod policy;
 pub mod sockopt;

@@ -13,6 +13,8 @@
 //! * [`packet`]: frames built field by field, for verdict tests.
 //! * [`rng`]: a seeded generator, so generated tests are reproducible.
 //! * [`model`]: the reference model consulting exactly what the maps hold.
+//! * [`unit`]: a systemd unit's service run as systemd would (environment, notify socket,
+//!   capabilities), where systemd is not PID 1.
 pub mod capture;
 pub mod daemon;
 pub mod foreign;
@@ -25,3 +27,4 @@ pub mod rng;
 pub mod scene;
 pub mod sequences;
 pub mod traffic;
+pub mod unit;

@@ -1,9 +1,10 @@
 //! `cargo xtask`: installs what building msfilter needs and runs its build, tests, demo,
-//! benchmark and lints. Every step prints one `[command] ...` line; a failure says what failed
-//! and what to do, and the exit status is non-zero.
+//! benchmark, lints and packaging. Every step prints one `[command] ...` line; a failure says
+//! what failed and what to do, and the exit status is non-zero.
 
 mod bpf_linker;
 mod cmd;
+mod dist;
 mod nightly;
 mod rust_src;
 mod setup;
@@ -32,7 +33,9 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Set up, then build and run every test (needs root: network namespaces and BPF).
+    /// Build the Debian package (target/dist/), then build and run every test (needs root:
+    /// network namespaces and BPF; the package test installs that package into a scratch
+    /// root).
     Test {
         /// Arguments for `cargo test`, after `--` (e.g. `-- --test integration end_to_end::`).
         #[arg(last = true)]
@@ -50,6 +53,9 @@ enum Command {
     },
     /// Check formatting and run clippy on the workspace and on the XDP program.
     Lint,
+    /// Build the release binary, man pages, shell completions and a Debian package
+    /// (target/dist/msfilter_VERSION_ARCH.deb) that installs without a Rust toolchain.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         Command::Bench { args } => tasks::ensure_nftables()
             .and_then(|()| tasks::run_bin(root, "msfilter-bench", "msfilter-bench", &args)),
         Command::Lint => tasks::lint(root),
+        Command::Dist => dist::run(root).map(drop),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

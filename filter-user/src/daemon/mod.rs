@@ -9,11 +9,13 @@
 //! * `report.rs`: what the controller reports back, carried on the wire as it is.
 //! * `explain`: kernel refusals in msfilter's words.
 //! * [`config`], [`state`]: the configuration file and the persisted state.
+//! * `notify`: readiness, reload and stop notices to the service manager (`sd_notify`).
 
 pub mod config;
 mod controller;
 mod explain;
 mod lifecycle;
+mod notify;
 mod ownership;
 pub mod protocol;
 mod report;

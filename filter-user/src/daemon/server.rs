@@ -25,6 +25,7 @@ use tokio::{
 use super::{
     DaemonError,
     controller::{ConnId, Controller, ControllerError},
+    notify,
     protocol::{
         AttachOutcome, DEFAULT_PAGE, DecodeError, ErrorKind, ErrorReply, FilterView, FrameError,
         ListFilter, MAX_PAGE, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Response,
@@ -264,6 +265,7 @@ pub(super) async fn serve(
     }
     .map_err(|e| DaemonError::Links(e.into()))?;
     tokio::spawn(watch_links(monitor, tx.clone()));
+    notify::ready(&format!("serving {}", socket_path.display()));
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     loop {
         tokio::select! {
@@ -276,12 +278,14 @@ pub(super) async fn serve(
             },
             _ = hup.recv() => {
                 log::info!("SIGHUP: reloading the configuration");
+                notify::reloading();
                 let _ = tx.send(Command::Reload).await;
             }
             _ = term.recv() => { log::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { log::info!("SIGINT: shutting down"); break; }
         }
     }
+    notify::stopping("shutting down");
     drop(listener);
     let _ = std::fs::remove_file(&socket_path);
     let (done, finished) = oneshot::channel();
@@ -336,11 +340,13 @@ fn run_controller(mut controller: Controller, mut rx: mpsc::Receiver<Command>) {
                     controller.link_event(event);
                 }
             }
-            Command::Reload => {
-                if let Err(e) = controller.reload() {
+            Command::Reload => match controller.reload() {
+                Ok(_) => notify::ready("configuration reloaded"),
+                Err(e) => {
                     log::error!("reload refused: {e}");
+                    notify::ready(&format!("reload refused: {e}"));
                 }
-            }
+            },
             Command::Shutdown { done } => {
                 controller.shutdown();
                 let _ = done.send(());

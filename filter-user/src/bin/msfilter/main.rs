@@ -5,12 +5,14 @@
 //! is on stderr, with the kernel's errno name when the kernel refused), 2 bad usage, 3 the
 //! daemon is unreachable.
 
+mod doctor;
+mod generate;
 mod output;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use msfilter::{
     client::{Client, ClientError},
     daemon::{self, DEFAULT_SOCKET, DaemonOptions, protocol::ListFilter},
@@ -119,6 +121,12 @@ enum Command {
     Reload,
     /// Run the daemon (serves the socket given by --socket).
     Daemon(DaemonArgs),
+    /// Check this host for what keeps msfilter from filtering as asked; exit 1 if a check
+    /// fails.
+    Doctor(doctor::DoctorArgs),
+    /// Write the man pages or shell completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,13 +151,13 @@ enum FilterCommand {
 #[derive(Debug, Args)]
 struct DaemonArgs {
     /// Where maps, program and links are pinned (on bpffs).
-    #[arg(long, default_value = daemon::DEFAULT_PIN_DIR)]
+    #[arg(long, env = "MSFILTER_PIN_DIR", default_value = daemon::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
     /// Where the persisted state is kept.
-    #[arg(long, default_value = daemon::DEFAULT_STATE_DIR)]
+    #[arg(long, env = "MSFILTER_STATE_DIR", default_value = daemon::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// Declarative configuration (TOML): interfaces to own and their groups.
-    #[arg(long)]
+    #[arg(long, env = "MSFILTER_CONFIG")]
     config: Option<PathBuf>,
     /// Leave XDP enforcing the last policy when the daemon stops.
     #[arg(long)]
@@ -305,6 +313,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 usage_error("the daemon prints no answer; -j goes with the other commands");
             }
             init_logging();
+            msfilter::doctor::capabilities::check_daemon().map_err(anyhow::Error::from)?;
             daemon::run(DaemonOptions {
                 socket,
                 pin_dir: args.pin_dir,
@@ -320,6 +329,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             })
             .await
             .map_err(anyhow::Error::from)?;
+            return Ok(());
+        }
+        Command::Doctor(args) => {
+            doctor::run(args, socket, json).await?;
+            return Ok(());
+        }
+        Command::Generate(what) => {
+            generate::run(Cli::command(), &what)?;
             return Ok(());
         }
     }
