@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use msfilter::{
     client::{Client, ClientError},
-    daemon::{self, DEFAULT_SOCKET, DaemonOptions, protocol::ListFilter},
+    daemon::{self, DEFAULT_SOCKET, DaemonOptions, metrics, protocol::ListFilter},
     datapath::{AttachMode, Capacities},
     policy::{Mode, parse_mode},
 };
@@ -175,6 +175,21 @@ struct DaemonArgs {
     /// net.ipv6.mld_max_msf) to at least N.
     #[arg(long, value_name = "N")]
     max_sources_per_socket: Option<u32>,
+    /// Serve metrics over HTTP at ADDR/metrics (OpenMetrics, or Prometheus text for
+    /// `Accept: text/plain`); ADDR is ADDRESS:PORT, default 127.0.0.1:9464 (loopback only).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = metrics::DEFAULT_ADDR_TEXT,
+        value_parser = metrics::parse_addr
+    )]
+    metrics: Option<std::net::SocketAddr>,
+    /// With --metrics: at most N groups and N sources get series of their own; the rest
+    /// are summed per interface into group="other" (docs/operations.md).
+    #[arg(long, value_name = "N", requires = "metrics",
+          default_value_t = metrics::DEFAULT_MAX_SERIES)]
+    metrics_max_series: usize,
 }
 
 /// How a command failed, for the exit status.
@@ -326,6 +341,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     max_sources: args.max_sources,
                 },
                 max_sources_per_socket: args.max_sources_per_socket,
+                metrics: args.metrics.map(|addr| metrics::MetricsOptions {
+                    addr,
+                    max_series: args.metrics_max_series,
+                }),
             })
             .await
             .map_err(anyhow::Error::from)?;
