@@ -17,6 +17,7 @@ mod kernel_sequences;
 mod kernel_views;
 mod listing;
 mod map_memory;
+mod metrics;
 mod netlink;
 mod netns;
 mod ownership;
