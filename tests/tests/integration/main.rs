@@ -27,5 +27,6 @@ mod restart;
 mod restart_bulk;
 mod sockopt;
 mod systemd_unit;
+mod top;
 mod unrestored;
 mod verdict;

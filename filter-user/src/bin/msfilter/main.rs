@@ -8,6 +8,7 @@
 mod doctor;
 mod generate;
 mod output;
+mod top;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -88,6 +89,9 @@ enum Command {
     },
     /// Show what XDP passed and dropped, by reason.
     Stats,
+    /// Live rates (packets/s, bytes/s; passed and dropped) per interface, group and source,
+    /// redrawn in place; with -j one JSON object per refresh, one per line.
+    Top(top::TopArgs),
     /// Take ownership of IFACE: fill its entries, then attach the XDP program.
     Attach {
         /// Interface name or index.
@@ -303,6 +307,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             list.finish()
         }
         Command::Stats => out.stats(&Client::connect(&socket).await?.stats().await?),
+        Command::Top(args) => {
+            top::run(args, &socket, json).await?;
+            return Ok(());
+        }
         Command::Attach {
             iface,
             mode,
