@@ -6,6 +6,7 @@
 //! * [`daemon`]: a real `msfilter daemon` process in a namespace, and the CLI against it.
 //! * [`capture`]: IGMPv3/MLDv2 reports captured from an interface.
 //! * [`foreign`]: an XDP program msfilter did not load, attached through a link or netlink.
+//! * [`inject`]: frames sent as they are (`AF_PACKET`) out of an interface.
 //! * [`kernel`]: the kernel's own view of multicast filters (`/proc/net/mcfilter*`).
 //! * [`metrics`]: the daemon's metrics endpoint scraped from its namespace, parsed by
 //!   Python's `prometheus_client`.
@@ -20,6 +21,7 @@
 pub mod capture;
 pub mod daemon;
 pub mod foreign;
+pub mod inject;
 pub mod kernel;
 pub mod metrics;
 pub mod model;

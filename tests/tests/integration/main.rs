@@ -12,6 +12,7 @@ mod controller;
 mod differential;
 mod doctor;
 mod end_to_end;
+mod explain;
 mod kernel_equivalence;
 mod kernel_sequences;
 mod kernel_views;

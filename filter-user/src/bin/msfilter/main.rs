@@ -6,6 +6,8 @@
 //! daemon is unreachable.
 
 mod doctor;
+mod explain;
+mod frames;
 mod generate;
 mod output;
 mod top;
@@ -92,6 +94,9 @@ enum Command {
     /// Live rates (packets/s, bytes/s; passed and dropped) per interface, group and source,
     /// redrawn in place; with -j one JSON object per refresh, one per line.
     Top(top::TopArgs),
+    /// Judge frames (hex lines, or a pcap file) by the policy the daemon enforces on IFACE:
+    /// the verdict and reason of each, by the reference model of the XDP program.
+    Explain(explain::ExplainArgs),
     /// Take ownership of IFACE: fill its entries, then attach the XDP program.
     Attach {
         /// Interface name or index.
@@ -307,6 +312,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             list.finish()
         }
         Command::Stats => out.stats(&Client::connect(&socket).await?.stats().await?),
+        Command::Explain(args) => return explain::run(args, &socket, json).await,
         Command::Top(args) => {
             top::run(args, &socket, json).await?;
             return Ok(());
