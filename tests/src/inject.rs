@@ -4,7 +4,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
 };
 
 use crate::netns::Netns;
@@ -16,33 +16,7 @@ pub struct Injector {
 
 impl Injector {
     pub fn open(ns: &Netns, iface: &str) -> io::Result<Self> {
-        let ifindex = ns.ifindex(iface)?;
-        ns.run(|| {
-            // SAFETY: plain socket(2); checked below. Protocol 0: no frame is received.
-            let raw =
-                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: fresh descriptor owned by nobody else.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = ifindex as i32;
-            // SAFETY: addr is a valid sockaddr_ll of the given size.
-            let ret = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    std::ptr::from_ref(&addr).cast(),
-                    size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if ret != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Self { fd })
-        })
+        crate::capture::packet_socket(ns, iface, 0).map(|fd| Self { fd })
     }
 
     /// Send one frame (Ethernet header included) as it is.

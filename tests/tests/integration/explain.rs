@@ -52,88 +52,81 @@ fn udp6(src: [u8; 16], dst: [u8; 16]) -> Ipv6 {
     Ipv6::new(src, dst, Upper::udp(b"explain fixture"))
 }
 
-/// The cases: a name and the frame.
-fn cases() -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        (
-            "v4 excluded source",
-            Frame::new(udp4(LISTED4, EXCLUDE4)).to_bytes(),
-        ),
-        (
-            "v4 other source, exclude",
-            Frame::new(udp4(OTHER4, EXCLUDE4)).to_bytes(),
-        ),
-        (
-            "v4 included source",
-            Frame::new(udp4(LISTED4, INCLUDE4)).to_bytes(),
-        ),
-        (
-            "v4 other source, include",
-            Frame::new(udp4(OTHER4, INCLUDE4)).to_bytes(),
-        ),
-        (
-            "v4 unmanaged group",
-            Frame::new(udp4(LISTED4, UNMANAGED4)).to_bytes(),
-        ),
-        (
-            "v4 IGMP from the excluded source",
-            Frame::new(Ipv4::new(
-                LISTED4,
-                EXCLUDE4,
-                Upper::igmp(IGMPV3_REPORT, EXCLUDE4),
-            ))
-            .to_bytes(),
-        ),
-        (
-            "v4 version 5",
-            Frame::new(udp4(LISTED4, EXCLUDE4).version(5)).to_bytes(),
-        ),
-        (
-            "v4 total length past the frame",
-            Frame::new(udp4(LISTED4, EXCLUDE4).total_len(300)).to_bytes(),
-        ),
-        (
-            "v6 excluded source",
-            Frame::new(udp6(LISTED6, EXCLUDE6)).to_bytes(),
-        ),
-        (
-            "v6 other source, exclude",
-            Frame::new(udp6(OTHER6, EXCLUDE6)).to_bytes(),
-        ),
-        (
-            "v6 included source",
-            Frame::new(udp6(LISTED6, INCLUDE6)).to_bytes(),
-        ),
-        (
-            "v6 other source, include",
-            Frame::new(udp6(OTHER6, INCLUDE6)).to_bytes(),
-        ),
-        (
-            "v6 unmanaged group",
-            Frame::new(udp6(LISTED6, UNMANAGED6)).to_bytes(),
-        ),
-        (
-            "v6 MLD report from the excluded source",
-            Frame::new(Ipv6::new(LISTED6, EXCLUDE6, Upper::mld(131, EXCLUDE6))).to_bytes(),
-        ),
-        (
-            "v6 version 7",
-            Frame::new(udp6(LISTED6, EXCLUDE6).version(7)).to_bytes(),
-        ),
-        (
-            "v6 payload length past the frame",
-            Frame::new(udp6(LISTED6, EXCLUDE6).payload_len(400)).to_bytes(),
-        ),
-        ("ARP", Frame::arp().to_bytes()),
-        (
-            "unicast UDP",
-            Frame::new(Network::Ipv4(udp4(LISTED4, [10, 99, 0, 2]))).to_bytes(),
-        ),
+/// The sources and groups of one family's cases, as indexes of its address tables.
+#[derive(Clone, Copy)]
+enum Source {
+    Listed = 0,
+    Other = 1,
+}
+
+#[derive(Clone, Copy)]
+enum Group {
+    Exclude = 0,
+    Include = 1,
+    Unmanaged = 2,
+}
+
+const SOURCES4: [[u8; 4]; 2] = [LISTED4, OTHER4];
+const GROUPS4: [[u8; 4]; 3] = [EXCLUDE4, INCLUDE4, UNMANAGED4];
+const SOURCES6: [[u8; 16]; 2] = [LISTED6, OTHER6];
+const GROUPS6: [[u8; 16]; 3] = [EXCLUDE6, INCLUDE6, UNMANAGED6];
+
+/// One family's cases: `udp` builds its datagrams from a source to a group, `control` is its
+/// control message from the excluded source to the EXCLUDE group, `bad_version` and
+/// `too_long` a malformed and a truncated datagram to that group.
+fn family_cases(
+    family: &str,
+    udp: impl Fn(Source, Group) -> Frame,
+    control: Frame,
+    bad_version: Frame,
+    too_long: Frame,
+) -> Vec<(String, Vec<u8>)> {
+    use {Group::*, Source::*};
+    [
+        ("excluded source", udp(Listed, Exclude)),
+        ("other source, exclude", udp(Other, Exclude)),
+        ("included source", udp(Listed, Include)),
+        ("other source, include", udp(Other, Include)),
+        ("unmanaged group", udp(Listed, Unmanaged)),
+        ("control from the excluded source", control),
+        ("bad IP version", bad_version),
+        ("length past the frame", too_long),
     ]
+    .into_iter()
+    .map(|(name, frame)| (format!("{family} {name}"), frame.to_bytes()))
+    .collect()
+}
+
+/// The cases: a name and the frame.
+fn cases() -> Vec<(String, Vec<u8>)> {
+    let mut cases = family_cases(
+        "v4",
+        |s, g| Frame::new(udp4(SOURCES4[s as usize], GROUPS4[g as usize])),
+        Frame::new(Ipv4::new(
+            LISTED4,
+            EXCLUDE4,
+            Upper::igmp(IGMPV3_REPORT, EXCLUDE4),
+        )),
+        Frame::new(udp4(LISTED4, EXCLUDE4).version(5)),
+        Frame::new(udp4(LISTED4, EXCLUDE4).total_len(300)),
+    );
+    cases.extend(family_cases(
+        "v6",
+        |s, g| Frame::new(udp6(SOURCES6[s as usize], GROUPS6[g as usize])),
+        Frame::new(Ipv6::new(LISTED6, EXCLUDE6, Upper::mld(131, EXCLUDE6))),
+        Frame::new(udp6(LISTED6, EXCLUDE6).version(7)),
+        Frame::new(udp6(LISTED6, EXCLUDE6).payload_len(400)),
+    ));
+    cases.push(("ARP".into(), Frame::arp().to_bytes()));
+    cases.push((
+        "unicast UDP".into(),
+        Frame::new(Network::Ipv4(udp4(LISTED4, [10, 99, 0, 2]))).to_bytes(),
+    ));
+    cases
 }
 
 /// The frames as a hex file, every other one with colons, with comments.
-fn hex_file(frames: &[(&str, Vec<u8>)]) -> String {
+fn hex_file(frames: &[(String, Vec<u8>)]) -> String {
     let mut out = String::from("# frames for msfilter explain\n\n");
     for (i, (name, bytes)) in frames.iter().enumerate() {
         let sep = if i % 2 == 0 { " " } else { ":" };
@@ -144,7 +137,7 @@ fn hex_file(frames: &[(&str, Vec<u8>)]) -> String {
 }
 
 /// The frames as a classic pcap file, big-endian with nanosecond timestamps.
-fn pcap_file(frames: &[(&str, Vec<u8>)]) -> Vec<u8> {
+fn pcap_file(frames: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend(0xa1b2_3c4du32.to_be_bytes());
     out.extend(2u16.to_be_bytes());
@@ -339,7 +332,7 @@ fn bad_input_is_refused_naming_the_line_or_record() {
     let odd = file("odd.hex", format!("# ok\n{hex}\n{hex}0\n").as_bytes());
     let not_hex = file("nothex.hex", b"01 02 zz\n");
     let empty = file("empty.hex", b"# nothing here\n\n");
-    let pcap = pcap_file(&[("a", frame.clone()), ("b", frame.clone())]);
+    let pcap = pcap_file(&[("a".into(), frame.clone()), ("b".into(), frame.clone())]);
     let cut = file("cut.pcap", &pcap[..pcap.len() - 5]);
     let mut sll = pcap.clone();
     sll[20..24].copy_from_slice(&113u32.to_be_bytes());

@@ -49,6 +49,15 @@ fn value(series: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]) ->
     *v as u64
 }
 
+/// `msfilter_group_packets_total` of `group` on rx0.
+fn group_packets(series: &BTreeMap<String, f64>, group: &str, verdict: &str) -> u64 {
+    value(
+        series,
+        "msfilter_group_packets_total",
+        &[("iface", "rx0"), ("group", group), ("verdict", verdict)],
+    )
+}
+
 fn n(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
@@ -163,13 +172,7 @@ fn counters_equal_stats_and_list_at_a_quiet_moment() {
             );
         }
     }
-    let group = |g: &str, verdict| {
-        value(
-            &series,
-            "msfilter_group_packets_total",
-            &[("iface", "rx0"), ("group", g), ("verdict", verdict)],
-        )
-    };
+    let group = |g: &str, verdict| group_packets(&series, g, verdict);
     assert_eq!((group(G4, "pass"), group(G4, "drop")), (40, 30));
     assert_eq!((group(G6, "pass"), group(G6, "drop")), (20, 10));
     assert_eq!(
@@ -327,13 +330,7 @@ fn series_past_the_cap_are_summed_per_interface() {
         .filter_map(|k| k.split("group=\"").nth(1)?.split('"').next())
         .collect();
     assert_eq!(groups, [g1, g1, g2, g2, "other", "other"], "{series:#?}");
-    let group = |g: &str, verdict| {
-        value(
-            &series,
-            "msfilter_group_packets_total",
-            &[("iface", "rx0"), ("group", g), ("verdict", verdict)],
-        )
-    };
+    let group = |g: &str, verdict| group_packets(&series, g, verdict);
     assert_eq!((group(g1, "drop"), group(g2, "drop")), (2, 3));
     // G3 folded: the sum of the folded groups of rx0, as `list` gives them.
     let listed = |g: &str, field: &str| {

@@ -319,33 +319,23 @@ mod tests {
             bytes: udp4(src, dst, protocol),
             original_len: None,
         };
-        let reason = |f: &Frame| judge(&policy, 1, f).reason;
-        assert_eq!(
-            reason(&frame([10, 0, 0, 5], [232, 1, 1, 1], 17)),
-            "exclude-mode-listed-source"
+        let ([s5, s6, s7], [g1, g2, g9]) = (
+            [5, 6, 7].map(|d| [10, 0, 0, d]),
+            [1, 2, 9].map(|d| [232, 1, 1, d]),
         );
-        // The continued entry's source counts too.
-        assert_eq!(
-            reason(&frame([10, 0, 0, 6], [232, 1, 1, 1], 17)),
-            "exclude-mode-listed-source"
-        );
-        assert_eq!(
-            reason(&frame([10, 0, 0, 7], [232, 1, 1, 1], 17)),
-            "exclude-mode-unlisted-source"
-        );
-        assert_eq!(
-            reason(&frame([10, 0, 0, 7], [232, 1, 1, 2], 17)),
-            "include-mode-unlisted-source"
-        );
-        assert_eq!(
-            reason(&frame([10, 0, 0, 5], [232, 1, 1, 2], 17)),
-            "include-mode-listed-source"
-        );
-        assert_eq!(
-            reason(&frame([10, 0, 0, 5], [232, 1, 1, 9], 17)),
-            "unmanaged-group"
-        );
-        assert_eq!(reason(&frame([10, 0, 0, 5], [232, 1, 1, 1], 2)), "control");
+        // The continued entry's source (10.0.0.6) counts too.
+        for (src, dst, protocol, reason) in [
+            (s5, g1, 17, "exclude-mode-listed-source"),
+            (s6, g1, 17, "exclude-mode-listed-source"),
+            (s7, g1, 17, "exclude-mode-unlisted-source"),
+            (s7, g2, 17, "include-mode-unlisted-source"),
+            (s5, g2, 17, "include-mode-listed-source"),
+            (s5, g9, 17, "unmanaged-group"),
+            (s5, g1, 2, "control"),
+        ] {
+            let judged = judge(&policy, 1, &frame(src, dst, protocol));
+            assert_eq!(judged.reason, reason, "{src:?} -> {dst:?} ({protocol})");
+        }
 
         let dropped = judge(&policy, 3, &frame([10, 0, 0, 5], [232, 1, 1, 1], 17));
         assert_eq!(dropped.verdict, "drop");

@@ -24,6 +24,8 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
+use msfilter_common::Counter;
+
 use super::snapshot::Snapshot;
 use crate::daemon::protocol::ErrorKind;
 
@@ -146,119 +148,104 @@ fn verdict_name(verdict: msfilter_common::Verdict) -> &'static str {
     }
 }
 
+/// The two counter families of one set of rows: `{name}_packets_total` and
+/// `{name}_bytes_total` (`help` for each).
+fn packets_and_bytes<'a, I>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: [&str; 2],
+    rows: impl Fn() -> I,
+) -> Result<(), std::fmt::Error>
+where
+    I: Iterator<Item = (Labels<'a>, &'a Counter)>,
+{
+    let packets = rows().map(|(labels, c)| (labels, ConstCounter::new(c.packets)));
+    family(encoder, &format!("{name}_packets"), help[0], None, packets)?;
+    let bytes = rows().map(|(labels, c)| (labels, ConstCounter::new(c.bytes)));
+    family(encoder, name, help[1], Some(&Unit::Bytes), bytes)
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
         let e = &mut encoder;
-        let by_reason = |f: fn(&msfilter_common::Counter) -> u64| {
-            s.reasons.iter().map(move |(reason, c)| {
-                (
-                    vec![
-                        ("reason", reason.name()),
-                        ("verdict", verdict_name(reason.verdict())),
-                    ],
-                    ConstCounter::new(f(c)),
-                )
-            })
-        };
-        family(
-            e,
-            "msfilter_packets",
-            "Frames the XDP program judged, by reason.",
-            None,
-            by_reason(|c| c.packets),
-        )?;
-        family(
+        packets_and_bytes(
             e,
             "msfilter",
-            "Bytes of the frames the XDP program judged, by reason.",
-            Some(&Unit::Bytes),
-            by_reason(|c| c.bytes),
+            [
+                "Frames the XDP program judged, by reason.",
+                "Bytes of the frames the XDP program judged, by reason.",
+            ],
+            || {
+                s.reasons.iter().map(|(reason, c)| {
+                    let verdict = verdict_name(reason.verdict());
+                    (vec![("reason", reason.name()), ("verdict", verdict)], c)
+                })
+            },
         )?;
 
-        // Groups: their own series, then the folded ones per interface.
+        // Groups and sources: their own series, then the folded ones per interface.
         let group_text: Vec<String> = s
             .groups
             .own
             .iter()
             .map(|(l, _)| l.group.to_string())
             .collect();
-        let groups = || {
-            s.groups
-                .own
-                .iter()
-                .zip(&group_text)
-                .map(|((l, c), g)| (l.iface.as_str(), g.as_str(), c))
-                .chain(
-                    s.groups
-                        .other
-                        .iter()
-                        .map(|(iface, c)| (iface.as_str(), OTHER, c)),
-                )
-        };
-        let per_group = |f: fn(&msfilter_common::Counter) -> u64| {
-            groups().flat_map(move |(iface, group, c)| {
-                [("pass", &c.passed), ("drop", &c.dropped)].map(|(verdict, counter)| {
-                    (
-                        vec![("iface", iface), ("group", group), ("verdict", verdict)],
-                        ConstCounter::new(f(counter)),
-                    )
-                })
-            })
-        };
-        family(
-            e,
-            "msfilter_group_packets",
-            "Frames of a managed group, passed or dropped.",
-            None,
-            per_group(|c| c.packets),
-        )?;
-        family(
+        packets_and_bytes(
             e,
             "msfilter_group",
-            "Bytes of a managed group's frames, passed or dropped.",
-            Some(&Unit::Bytes),
-            per_group(|c| c.bytes),
+            [
+                "Frames of a managed group, passed or dropped.",
+                "Bytes of a managed group's frames, passed or dropped.",
+            ],
+            || {
+                let own = s.groups.own.iter().zip(&group_text);
+                let other = s
+                    .groups
+                    .other
+                    .iter()
+                    .map(|(iface, c)| (iface.as_str(), OTHER, c));
+                own.map(|((l, c), g)| (l.iface.as_str(), g.as_str(), c))
+                    .chain(other)
+                    .flat_map(|(iface, group, c)| {
+                        [("pass", &c.passed), ("drop", &c.dropped)].map(|(verdict, counter)| {
+                            (
+                                vec![("iface", iface), ("group", group), ("verdict", verdict)],
+                                counter,
+                            )
+                        })
+                    })
+            },
         )?;
-
         let source_text: Vec<(String, String)> = s
             .sources
             .own
             .iter()
             .map(|(l, _)| (l.group.to_string(), l.source.to_string()))
             .collect();
-        let per_source = |f: fn(&msfilter_common::Counter) -> u64| {
-            s.sources
-                .own
-                .iter()
-                .zip(&source_text)
-                .map(|((l, c), (g, src))| (l.iface.as_str(), g.as_str(), src.as_str(), c))
-                .chain(
-                    s.sources
-                        .other
-                        .iter()
-                        .map(|(iface, c)| (iface.as_str(), OTHER, OTHER, c)),
-                )
-                .map(move |(iface, group, source, c)| {
-                    (
-                        vec![("iface", iface), ("group", group), ("source", source)],
-                        ConstCounter::new(f(c)),
-                    )
-                })
-        };
-        family(
-            e,
-            "msfilter_source_matched_packets",
-            "Frames from a listed source (dropped in EXCLUDE mode, passed in INCLUDE mode).",
-            None,
-            per_source(|c| c.packets),
-        )?;
-        family(
+        packets_and_bytes(
             e,
             "msfilter_source_matched",
-            "Bytes of the frames from a listed source.",
-            Some(&Unit::Bytes),
-            per_source(|c| c.bytes),
+            [
+                "Frames from a listed source (dropped in EXCLUDE mode, passed in INCLUDE mode).",
+                "Bytes of the frames from a listed source.",
+            ],
+            || {
+                let own = s.sources.own.iter().zip(&source_text);
+                let other = s
+                    .sources
+                    .other
+                    .iter()
+                    .map(|(iface, c)| (iface.as_str(), OTHER, OTHER, c));
+                own.map(|((l, c), (g, src))| (l.iface.as_str(), g.as_str(), src.as_str(), c))
+                    .chain(other)
+                    .map(|(iface, group, source, c)| {
+                        (
+                            vec![("iface", iface), ("group", group), ("source", source)],
+                            c,
+                        )
+                    })
+            },
         )?;
         family(
             e,
@@ -270,43 +257,44 @@ impl Collector for Scrape {
         )?;
 
         let m = &s.maps;
-        family(
-            e,
-            "msfilter_map_entries",
-            "Entries in use in the filter maps.",
-            None,
-            [("groups", m.groups as u64), ("sources", m.sources as u64)]
-                .map(|(map, n)| (vec![("map", map)], ConstGauge::new(n))),
-        )?;
-        family(
-            e,
-            "msfilter_map_capacity",
-            "Capacity of the filter maps, in entries.",
-            None,
-            [("groups", m.group_capacity), ("sources", m.source_capacity)]
-                .map(|(map, n)| (vec![("map", map)], ConstGauge::new(u64::from(n)))),
-        )?;
-        family(
-            e,
-            "msfilter_map_memory",
-            "Kernel memory of the maps, as the kernel reports it.",
-            Some(&Unit::Bytes),
-            [(vec![], ConstGauge::new(m.memory))],
-        )?;
-        family(
-            e,
-            "msfilter_clients",
-            "Registered clients.",
-            None,
-            [(vec![], ConstGauge::new(s.clients as u64))],
-        )?;
-        family(
-            e,
-            "msfilter_unrestored_memberships",
-            "Persisted memberships the kernel did not confirm at start-up (not enforced).",
-            None,
-            [(vec![], ConstGauge::new(s.unrestored as u64))],
-        )?;
+        for (name, help, [groups, sources]) in [
+            (
+                "msfilter_map_entries",
+                "Entries in use in the filter maps.",
+                [m.groups as u64, m.sources as u64],
+            ),
+            (
+                "msfilter_map_capacity",
+                "Capacity of the filter maps, in entries.",
+                [m.group_capacity, m.source_capacity].map(u64::from),
+            ),
+        ] {
+            let maps = [("groups", groups), ("sources", sources)];
+            let samples = maps.map(|(map, n)| (vec![("map", map)], ConstGauge::new(n)));
+            family(e, name, help, None, samples)?;
+        }
+        for (name, help, unit, value) in [
+            (
+                "msfilter_map_memory",
+                "Kernel memory of the maps, as the kernel reports it.",
+                Some(&Unit::Bytes),
+                m.memory,
+            ),
+            (
+                "msfilter_clients",
+                "Registered clients.",
+                None,
+                s.clients as u64,
+            ),
+            (
+                "msfilter_unrestored_memberships",
+                "Persisted memberships the kernel did not confirm at start-up (not enforced).",
+                None,
+                s.unrestored as u64,
+            ),
+        ] {
+            family(e, name, help, unit, [(vec![], ConstGauge::new(value))])?;
+        }
         let modes: Vec<String> = s
             .attachments
             .iter()
