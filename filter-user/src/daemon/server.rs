@@ -389,42 +389,103 @@ fn run_controller(
     tally: &RequestTally,
 ) {
     while let Some(command) = rx.blocking_recv() {
-        match command {
-            Command::Request {
-                conn,
-                client,
-                request,
-                reply,
-            } => {
-                let outcome = dispatch(&mut controller, conn, client, request);
-                let _ = reply.send(outcome);
-            }
-            Command::Disconnected { conn, client } => controller.disconnected(conn, client),
+        let flow = match command {
             Command::Metrics { max_series, reply } => {
-                let snapshot = controller
-                    .metrics(max_series, tally.counts())
-                    .map_err(|e| e.to_string());
-                let _ = reply.send(snapshot);
+                scrape(&mut controller, &mut rx, tally, max_series, reply)
             }
-            Command::Links(events) => {
-                for event in events {
-                    controller.link_event(event);
-                }
+            command => handle(&mut controller, command),
+        };
+        if let Flow::Stop { done } = flow {
+            controller.shutdown();
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Whether the controller thread goes on, or runs the shut-down sequence and stops.
+enum Flow {
+    Continue,
+    Stop { done: oneshot::Sender<()> },
+}
+
+/// Take one scrape's snapshot, serving the commands that arrive meanwhile between its steps
+/// (so a scrape holds a request for one step at most). A shut-down ends the scrape
+/// unanswered.
+fn scrape(
+    controller: &mut Controller,
+    rx: &mut mpsc::Receiver<Command>,
+    tally: &RequestTally,
+    max_series: usize,
+    reply: oneshot::Sender<Result<Snapshot, String>>,
+) -> Flow {
+    let mut taking = match controller.start_metrics(max_series, tally.counts()) {
+        Ok(taking) => taking,
+        Err(e) => {
+            let _ = reply.send(Err(e.to_string()));
+            return Flow::Continue;
+        }
+    };
+    loop {
+        match taking.step(controller.counters(), metrics::STEP) {
+            Ok(true) => {
+                let _ = reply.send(Ok(taking.finish()));
+                return Flow::Continue;
             }
-            Command::Reload => match controller.reload() {
-                Ok(_) => notify::ready("configuration reloaded"),
-                Err(e) => {
-                    log::error!("reload refused: {e}");
-                    notify::ready(&format!("reload refused: {e}"));
+            Ok(false) => {}
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                return Flow::Continue;
+            }
+        }
+        while let Ok(command) = rx.try_recv() {
+            match command {
+                // Scrapes are taken one at a time (http.rs): another one is a client's
+                // mistake; it waits for none.
+                Command::Metrics { reply, .. } => {
+                    let _ = reply.send(Err("another scrape is being taken".into()));
                 }
-            },
-            Command::Shutdown { done } => {
-                controller.shutdown();
-                let _ = done.send(());
-                return;
+                command => {
+                    if let stop @ Flow::Stop { .. } = handle(controller, command) {
+                        return stop;
+                    }
+                }
             }
         }
     }
+}
+
+/// Apply one command other than a scrape.
+fn handle(controller: &mut Controller, command: Command) -> Flow {
+    match command {
+        Command::Request {
+            conn,
+            client,
+            request,
+            reply,
+        } => {
+            let outcome = dispatch(controller, conn, client, request);
+            let _ = reply.send(outcome);
+        }
+        Command::Disconnected { conn, client } => controller.disconnected(conn, client),
+        Command::Metrics { reply, .. } => {
+            let _ = reply.send(Err("a scrape was handed to the wrong place".into()));
+        }
+        Command::Links(events) => {
+            for event in events {
+                controller.link_event(event);
+            }
+        }
+        Command::Reload => match controller.reload() {
+            Ok(_) => notify::ready("configuration reloaded"),
+            Err(e) => {
+                log::error!("reload refused: {e}");
+                notify::ready(&format!("reload refused: {e}"));
+            }
+        },
+        Command::Shutdown { done } => return Flow::Stop { done },
+    }
+    Flow::Continue
 }
 
 /// Apply one request; returns the response and the connection's registration afterwards.

@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 pub(super) use http::{SnapshotSource, serve};
 pub(super) use requests::{RequestTally, UNDECODED};
-pub(super) use snapshot::Snapshot;
+pub(super) use snapshot::{STEP, Snapshot};
 
 /// The port of the metrics endpoint unless told otherwise.
 pub const DEFAULT_PORT: u16 = 9464;

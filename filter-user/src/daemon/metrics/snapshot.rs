@@ -1,9 +1,16 @@
-//! What one scrape reports, taken by the controller thread in one step: the counters the
-//! datapath holds (by reason, per group, per listed source), how full the maps are, the
-//! clients, and the request counts. No request is applied while it is taken, so the
-//! per-group counters belong to the groups the maps hold at that moment, and `msfilter
-//! stats` and `msfilter list` asked just before or after a quiet moment show the same
-//! numbers.
+//! What one scrape reports, taken by the controller thread: the counters the datapath holds
+//! (by reason, per group, per listed source), how full the maps are, the clients, and the
+//! request counts.
+//!
+//! A scrape starts ([`Controller::start_metrics`]) by reading, at one moment between two
+//! requests, everything but the per-group and per-source counters, and the list of groups
+//! and sources the maps hold then: that list is the scrape's set of series. Their counters
+//! are then read in steps of at most [`STEP`] lookups ([`Taking::step`]); between two
+//! steps the controller thread serves the requests that arrived meanwhile, so a scrape of a
+//! million sources never holds a request for more than one step. When no request arrives,
+//! the whole scrape is one step after another with nothing in between: `msfilter stats`
+//! and `msfilter list` asked at a quiet moment show the same numbers. A group a request
+//! removed meanwhile reads as zero; one it added shows from the next scrape.
 //!
 //! Per-group and per-source series are capped ([`Capped`]): the first `max_series` in the
 //! maps' order (interface index, then group, then source) get series of their own, the
@@ -12,15 +19,19 @@
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use msfilter_common::{Counter, Reason};
+use msfilter_common::{Addr, Counter, GroupKey, Reason};
 
 use super::requests::RequestCounts;
 use crate::{
     daemon::controller::Controller,
-    datapath::{AttachMode, DatapathError, GroupCounters},
+    datapath::{AttachMode, Datapath, DatapathError, GroupCounters},
     iface,
     sockopt::ip_of,
 };
+
+/// Counter lookups per step of a scrape (each a system call of a microsecond or two): the
+/// longest a request waits for a scrape.
+pub(in crate::daemon) const STEP: usize = 4096;
 
 /// One scrape's values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,57 +128,107 @@ impl<L, V: Summed> Capped<L, V> {
     }
 }
 
-impl Controller {
-    /// The values of one scrape, with at most `max_series` groups and `max_series` sources
-    /// reported one by one.
-    pub(in crate::daemon) fn metrics(
-        &self,
-        max_series: usize,
-        requests: RequestCounts,
-    ) -> Result<Snapshot, DatapathError> {
-        let counters = self.datapath.reason_counters()?;
-        let mut names: BTreeMap<u32, String> = BTreeMap::new();
-        let mut groups = Capped::new(max_series);
-        let mut sources = Capped::new(max_series);
-        for (key, installed) in self.datapath.installed() {
-            let iface = names
+/// Where a scrape reads the per-group and per-source counters.
+pub(in crate::daemon) trait Counters {
+    fn group(&self, key: &GroupKey) -> Result<GroupCounters, DatapathError>;
+    fn source(&self, key: &GroupKey, source: &Addr) -> Result<Counter, DatapathError>;
+}
+
+/// The maps as they are (an entry removed since the scrape started reads as zero).
+impl Counters for Datapath {
+    fn group(&self, key: &GroupKey) -> Result<GroupCounters, DatapathError> {
+        Ok(self
+            .group_counters(key.ifindex, key.group)?
+            .unwrap_or_default())
+    }
+
+    fn source(&self, key: &GroupKey, source: &Addr) -> Result<Counter, DatapathError> {
+        Ok(self
+            .source_counter(key.ifindex, key.group, *source)?
+            .unwrap_or_default())
+    }
+}
+
+/// A scrape being taken: what was read when it started, and the counters still to read.
+pub(in crate::daemon) struct Taking {
+    snapshot: Snapshot,
+    /// Every group with its sources, as the maps held them at the start, in their order.
+    keys: Vec<(GroupKey, Vec<Addr>)>,
+    /// The next group, and the next of its sources (`None`: the group's own counters).
+    next: (usize, Option<usize>),
+    names: BTreeMap<u32, String>,
+}
+
+impl Taking {
+    /// Read at most `budget` counters; whether all are read now.
+    pub(in crate::daemon) fn step(
+        &mut self,
+        counters: &impl Counters,
+        budget: usize,
+    ) -> Result<bool, DatapathError> {
+        let mut read = 0;
+        while read < budget {
+            let Some((key, sources)) = self.keys.get(self.next.0) else {
+                return Ok(true);
+            };
+            let iface = self
+                .names
                 .entry(key.ifindex)
                 .or_insert_with(|| iface::label(key.ifindex));
             let group = ip_of(&key.group);
-            let counts = self
-                .datapath
-                .group_counters(key.ifindex, key.group)?
-                .unwrap_or_default();
-            groups.push(
-                iface,
-                || GroupLabels {
-                    iface: iface.clone(),
-                    group,
-                },
-                counts,
-            );
-            for source in &installed.sources {
-                let matched = self
-                    .datapath
-                    .source_counter(key.ifindex, key.group, *source)?
-                    .unwrap_or_default();
-                sources.push(
-                    iface,
-                    || SourceLabels {
+            match self.next.1 {
+                None => {
+                    let labels = || GroupLabels {
+                        iface: iface.clone(),
+                        group,
+                    };
+                    self.snapshot
+                        .groups
+                        .push(iface, labels, counters.group(key)?);
+                    self.next.1 = Some(0);
+                }
+                Some(i) => {
+                    let Some(source) = sources.get(i) else {
+                        self.next = (self.next.0 + 1, None);
+                        continue;
+                    };
+                    let labels = || SourceLabels {
                         iface: iface.clone(),
                         group,
                         source: ip_of(source),
-                    },
-                    matched,
-                );
+                    };
+                    self.snapshot
+                        .sources
+                        .push(iface, labels, counters.source(key, source)?);
+                    self.next.1 = Some(i + 1);
+                }
             }
+            read += 1;
         }
+        Ok(self.next.0 >= self.keys.len())
+    }
+
+    /// The snapshot, once [`Taking::step`] said every counter is read.
+    pub(in crate::daemon) fn finish(self) -> Snapshot {
+        self.snapshot
+    }
+}
+
+impl Controller {
+    /// Start a scrape with at most `max_series` groups and `max_series` sources reported one
+    /// by one: everything but the per-group and per-source counters is read now.
+    pub(in crate::daemon) fn start_metrics(
+        &self,
+        max_series: usize,
+        requests: RequestCounts,
+    ) -> Result<Taking, DatapathError> {
+        let counters = self.datapath.reason_counters()?;
         let (g, s, r) = self.datapath.map_memory()?;
         let capacities = self.datapath.capacities();
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             reasons: Reason::ALL.iter().map(|r| (*r, counters.get(*r))).collect(),
-            groups,
-            sources,
+            groups: Capped::new(max_series),
+            sources: Capped::new(max_series),
             maps: MapFill {
                 groups: self.datapath.installed().len(),
                 group_capacity: capacities.max_groups,
@@ -183,7 +244,23 @@ impl Controller {
                 .collect(),
             unrestored: self.unrestored.len(),
             requests,
+        };
+        Ok(Taking {
+            snapshot,
+            keys: self
+                .datapath
+                .installed()
+                .iter()
+                .map(|(key, installed)| (*key, installed.sources.iter().copied().collect()))
+                .collect(),
+            next: (0, None),
+            names: BTreeMap::new(),
         })
+    }
+
+    /// The datapath, where a scrape reads its counters.
+    pub(in crate::daemon) const fn counters(&self) -> &Datapath {
+        &self.datapath
     }
 }
 
@@ -214,6 +291,84 @@ mod tests {
             ])
         );
         assert_eq!(capped.folded, 3);
+    }
+
+    /// Counters made up from the keys.
+    struct Table;
+
+    impl Counters for Table {
+        fn group(&self, key: &GroupKey) -> Result<GroupCounters, DatapathError> {
+            Ok(GroupCounters {
+                passed: counter(u64::from(key.group[15])),
+                dropped: counter(u64::from(key.ifindex)),
+            })
+        }
+
+        fn source(&self, key: &GroupKey, source: &Addr) -> Result<Counter, DatapathError> {
+            Ok(counter(
+                u64::from(key.group[15]) * 1000 + u64::from(source[15]),
+            ))
+        }
+    }
+
+    fn taking(max_series: usize) -> Taking {
+        let key =
+            |ifindex, g| GroupKey::new(ifindex, msfilter_common::maps::ipv4_mapped([232, 0, 0, g]));
+        let sources = |n: u8| {
+            (1..=n)
+                .map(|s| msfilter_common::maps::ipv4_mapped([10, 0, 0, s]))
+                .collect()
+        };
+        Taking {
+            snapshot: Snapshot {
+                reasons: vec![],
+                groups: Capped::new(max_series),
+                sources: Capped::new(max_series),
+                maps: MapFill {
+                    groups: 4,
+                    group_capacity: 8,
+                    sources: 6,
+                    source_capacity: 8,
+                    memory: 0,
+                },
+                clients: 0,
+                attachments: vec![],
+                unrestored: 0,
+                requests: RequestCounts::default(),
+            },
+            keys: vec![
+                (key(1, 1), sources(3)),
+                (key(1, 2), vec![]),
+                (key(1, 3), sources(1)),
+                (key(1, 4), sources(2)),
+            ],
+            next: (0, None),
+            names: BTreeMap::from([(1, "rx0".to_string())]),
+        }
+    }
+
+    #[test]
+    fn a_scrape_in_steps_reads_what_one_step_reads() {
+        let mut whole = taking(2);
+        assert!(whole.step(&Table, usize::MAX).unwrap());
+        let whole = whole.finish();
+        assert_eq!(whole.groups.own.len(), 2);
+        assert_eq!(whole.groups.folded, 2);
+        assert_eq!(whole.sources.folded, 4);
+        assert_eq!(
+            whole.sources.other["rx0"].packets,
+            1003 + 3001 + 4001 + 4002
+        );
+        // Four groups and six sources: ten lookups, in steps of one to eleven.
+        for budget in 1..=11 {
+            let mut stepped = taking(2);
+            let mut steps = 1;
+            while !stepped.step(&Table, budget).unwrap() {
+                steps += 1;
+            }
+            assert_eq!(stepped.finish(), whole, "steps of {budget}");
+            assert!(steps <= 10 / budget + 2, "{steps} steps of {budget}");
+        }
     }
 
     #[test]
