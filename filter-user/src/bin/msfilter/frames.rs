@@ -81,7 +81,7 @@ pub(crate) fn read_hex(text: &str) -> Result<Vec<Frame>, InputError> {
                 found: *found,
             });
         }
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(InputError::OddHex {
                 line: line_no,
                 digits: digits.len(),
