@@ -198,11 +198,7 @@ fn ready_only_when_serving_reload_and_stop_as_the_unit_says() {
     assert!(pinned.iter().any(|p| p.starts_with("link-")), "{pinned:?}");
     // ... and XDP stays attached while no daemon runs (a restart keeps it enforcing).
     let rx0 = bed.link.receiver.ifindex("rx0").unwrap();
-    let attached = bed
-        .link
-        .receiver
-        .run(|| xdp::xdp_attachment(rx0))
-        .unwrap();
+    let attached = bed.link.receiver.run(|| xdp::xdp_attachment(rx0)).unwrap();
     assert_eq!(
         attached.map(|a| u64::from(a.prog_id)),
         owner["program_id"].as_u64()
@@ -302,10 +298,7 @@ fn the_units_capabilities_suffice_and_each_is_needed() {
     // Without --keep a stop released the interface: no XDP, nothing left pinned.
     let rx0 = bed.link.receiver.ifindex("rx0").unwrap();
     assert_eq!(
-        bed.link
-            .receiver
-            .run(|| xdp::xdp_attachment(rx0))
-            .unwrap(),
+        bed.link.receiver.run(|| xdp::xdp_attachment(rx0)).unwrap(),
         None
     );
     let left: Vec<_> = std::fs::read_dir(&bed.pins.0)

@@ -630,8 +630,5 @@ fn pages_of_one_group_are_merged() {
         continued,
     };
     let merged = crate::doctor::host::merge_pages(vec![entry(false, 3), entry(true, 4)]);
-    assert_eq!(
-        merged,
-        [group("rx0", "232.1.1.1", Mode::Exclude, 7, 2)]
-    );
+    assert_eq!(merged, [group("rx0", "232.1.1.1", Mode::Exclude, 7, 2)]);
 }
