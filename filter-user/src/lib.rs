@@ -10,6 +10,7 @@ pub mod client;
 pub mod daemon;
 pub mod datapath;
 pub mod doctor;
+pub mod follow;
 pub mod iface;
 pub mod policy;
 pub mod sockopt;
