@@ -78,8 +78,9 @@ struct Call {
 #[derive(Clone, Debug, Default)]
 struct Pending {
     calls: Vec<Call>,
-    /// The highest option count reported for it.
-    seen_seq: u64,
+    /// The highest option count reported for it; `None` after events were lost (the count
+    /// reported last need not be the latest).
+    seen_seq: Option<u64>,
     /// Groups its options named (`ifindex` 0: every followed interface).
     groups: BTreeSet<GroupKey>,
     /// An option whose group could not be decoded: read every group the kernel lists.
@@ -346,9 +347,12 @@ impl Follower {
             );
             let at = now + self.options.settle_cap;
             self.rescan_at = Some(self.rescan_at.map_or(at, |r| r.min(at)));
-            // Until then nothing is trusted.
+            // Until then nothing is trusted, and no reported count is the latest.
             for record in self.sockets.values_mut() {
                 record.read_seq = None;
+            }
+            for pending in self.pending.values_mut() {
+                pending.seen_seq = None;
             }
         }
         self.hook_stats = stats;
@@ -379,7 +383,7 @@ impl Follower {
         }
         self.unreachable.remove(&event.id);
         let pending = self.pending.entry(event.id).or_default();
-        pending.seen_seq = pending.seen_seq.max(event.seq);
+        pending.seen_seq = Some(pending.seen_seq.unwrap_or(0).max(event.seq));
         pending.pid_hint = Some(tgid);
         pending.calls.push(Call {
             tgid,
@@ -467,7 +471,7 @@ impl Follower {
             if pending.all_groups {
                 groups.extend(listed.iter().copied());
             }
-            match self.read_into(id, pid, &found, &groups, Some(pending.seen_seq)) {
+            match self.read_into(id, pid, &found, &groups, pending.seen_seq) {
                 Read::Settled => {
                     self.pending.remove(&id);
                 }
@@ -597,6 +601,11 @@ impl Follower {
     /// events, after following a new interface).
     fn scan_all(&mut self) -> Result<(), FollowError> {
         self.stats.scans += 1;
+        // Every event so far has been drained; after lost events the counts they reported
+        // are not the latest, and the reads below need not match them.
+        for pending in self.pending.values_mut() {
+            pending.seen_seq = None;
+        }
         let listed = self.listed_groups()?;
         let pids = procfs::processes().map_err(|e| FollowError::Io {
             what: "listing /proc".into(),
@@ -648,7 +657,7 @@ impl Follower {
             }
             // Options reported for it and not yet finished keep it pending; the read
             // counts as settled only if nothing was reported beyond what it saw.
-            let expect = self.pending.get(&id).map(|p| p.seen_seq);
+            let expect = self.pending.get(&id).and_then(|p| p.seen_seq);
             let read = self.read_into(id, pid, &f, &groups, expect);
             if read == Read::Settled && self.pending.get(&id).is_some_and(|p| p.calls.is_empty()) {
                 self.pending.remove(&id);
