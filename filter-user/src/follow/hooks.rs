@@ -60,7 +60,10 @@ impl Hooks {
         if OBJECT.is_empty() {
             return Err(FollowError::ObjectMissing);
         }
+        // No kernel BTF: the object has no CO-RE relocations, and parsing the kernel's BTF
+        // would be most of the load time.
         let mut ebpf = EbpfLoader::new()
+            .btf(None)
             .override_global(NETNS_COOKIE_GLOBAL, &netns_cookie, true)
             .load(OBJECT)
             .map_err(|e| FollowError::Load(error_chain(&e)))?;
