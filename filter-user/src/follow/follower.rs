@@ -43,7 +43,8 @@ pub struct FollowOptions {
     /// Re-count every group this often even without events (kernel-internal memberships
     /// change without any socket option).
     pub recheck_interval: Duration,
-    /// How often to look again at a thread that has not finished its option.
+    /// How often, at most, to look again at a thread that has not finished its option (the
+    /// first looks come sooner: 20 µs, doubling up to this).
     pub poll_interval: Duration,
 }
 
@@ -56,7 +57,7 @@ impl Default for FollowOptions {
             settle_cap: Duration::from_millis(5),
             promote_delay: Duration::from_millis(2),
             recheck_interval: Duration::from_secs(1),
-            poll_interval: Duration::from_micros(200),
+            poll_interval: Duration::from_millis(1),
         }
     }
 }
@@ -72,6 +73,9 @@ struct Call {
     /// When the follower first saw it, and since when the thread was only ever seen running.
     seen: Instant,
     running_since: Option<Instant>,
+    /// When to look at the thread again.
+    next_look: Instant,
+    looks: u32,
 }
 
 /// A socket that must be read again.
@@ -232,8 +236,15 @@ impl Follower {
         if let Some(r) = self.rescan_at {
             at = at.min(r);
         }
-        if !self.pending.is_empty() || !self.rescan_pids.is_empty() {
-            at = at.min(now + self.options.poll_interval);
+        if !self.rescan_pids.is_empty() {
+            at = now;
+        }
+        for pending in self.pending.values() {
+            match pending.calls.iter().map(|c| c.next_look).min() {
+                Some(look) => at = at.min(look),
+                // Read, but not settled: look again soon.
+                None => at = at.min(now + self.options.poll_interval),
+            }
         }
         for (key, since) in &self.agreed_since {
             let due = *since + self.options.promote_delay;
@@ -263,6 +274,7 @@ impl Follower {
     /// lost, and judge every group again. Cheap when nothing happened.
     pub fn process(&mut self) -> Result<(), FollowError> {
         let now = Instant::now();
+        let before = self.stats;
         self.check_hook_stats(now)?;
         self.drain();
         if self.rescan_at.is_some_and(|at| at <= now) {
@@ -272,7 +284,17 @@ impl Follower {
         self.resolve_calls();
         self.read_settled()?;
         self.rescan_processes()?;
-        self.recheck()
+        let due = self
+            .last_check
+            .is_none_or(|t| now >= t + self.options.recheck_interval);
+        let promoting = self
+            .groups
+            .values()
+            .any(|g| g.completeness.is_complete() && g.enforced != g.merged);
+        if due || promoting || self.stats != before || !self.pending.is_empty() {
+            self.recheck()?;
+        }
+        Ok(())
     }
 
     /// Groups whose enforced filter changed since the last call: `Some` to write, `None`
@@ -393,6 +415,8 @@ impl Follower {
             ktime: event.ktime_ns,
             seen: Instant::now(),
             running_since: None,
+            next_look: Instant::now(),
+            looks: 0,
         });
         match event.target() {
             Target::Group { group, ifindex } => {
@@ -416,12 +440,29 @@ impl Follower {
     /// Drop the calls known to have finished.
     fn resolve_calls(&mut self) {
         let own_tid = gettid();
-        let (own_pid, cap) = (self.own_pid, self.options.settle_cap);
+        let (own_pid, cap, most) = (
+            self.own_pid,
+            self.options.settle_cap,
+            self.options.poll_interval,
+        );
         let tid_latest = &self.tid_latest;
+        let now = Instant::now();
         for pending in self.pending.values_mut() {
-            pending
-                .calls
-                .retain_mut(|call| !call_finished(call, tid_latest, own_pid, own_tid, cap));
+            pending.calls.retain_mut(|call| {
+                let superseded = tid_latest.get(&call.tid).is_some_and(|&t| t > call.ktime);
+                if call.next_look > now && !superseded {
+                    return true;
+                }
+                if call_finished(call, tid_latest, own_pid, own_tid, cap) {
+                    return false;
+                }
+                call.looks += 1;
+                let wait = Duration::from_micros(20)
+                    .saturating_mul(1 << call.looks.min(16))
+                    .min(most);
+                call.next_look = now + wait;
+                true
+            });
         }
     }
 
@@ -436,7 +477,15 @@ impl Follower {
         if ready.is_empty() {
             return Ok(());
         }
-        let listed = self.listed_groups()?;
+        // Only options whose bytes did not say which group need the kernel's list.
+        let listed = if ready
+            .iter()
+            .any(|id| self.pending.get(id).is_some_and(|p| p.all_groups))
+        {
+            self.listed_groups()?
+        } else {
+            BTreeSet::new()
+        };
         for id in ready {
             let Some(pending) = self.pending.get(&id).cloned() else {
                 continue;
