@@ -916,3 +916,39 @@ fn lost_events_are_detected_and_rescanned() {
         "after loss",
     );
 }
+
+/// Bad input is refused with a clear error and nothing attached: an interface that does
+/// not exist, a directory that is not a cgroup.
+#[test]
+fn bad_options_are_refused() {
+    use msfilter::follow::{FollowOptions, Follower};
+    let bed = Bed::new("fbad").unwrap();
+    let missing = FollowOptions {
+        interfaces: [MISSING_IFINDEX].into(),
+        ..FollowOptions::default()
+    };
+    let err = bed.ns.run(|| Follower::start(missing)).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "no interface with index 999999 in the followed network namespace"
+    );
+    let not_a_cgroup = FollowOptions {
+        interfaces: [bed.ifindex].into(),
+        cgroup: Some("/proc".into()),
+        ..FollowOptions::default()
+    };
+    let err = bed.ns.run(|| Follower::start(not_a_cgroup)).err().unwrap();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("attaching msf_sock_release to the cgroup /proc failed:"),
+        "{text}"
+    );
+    // A follower that starts fine refuses a missing interface later, and keeps following.
+    let mut follower = followed::start(&bed.ns, &[bed.ifindex]);
+    let err = bed.ns.run(|| follower.follow(MISSING_IFINDEX)).unwrap_err();
+    assert!(matches!(err, msfilter::follow::FollowError::NoSuchInterface(999_999)));
+    assert_eq!(
+        follower.interfaces().iter().copied().collect::<Vec<_>>(),
+        vec![bed.ifindex]
+    );
+}

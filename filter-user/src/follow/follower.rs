@@ -149,6 +149,9 @@ impl Follower {
     /// already exists and read it, and judge every group. Must be called on a thread in
     /// the network namespace to follow; afterwards any thread may use the follower.
     pub fn start(options: FollowOptions) -> Result<Self, FollowError> {
+        for &ifindex in &options.interfaces {
+            check_interface(ifindex)?;
+        }
         let netns_cookie = peek::own_netns_cookie().map_err(|e| FollowError::Io {
             what: "reading this network namespace's cookie".into(),
             source: e,
@@ -203,11 +206,14 @@ impl Follower {
     }
 
     /// Follow one more interface (its groups are found by a scan at the next
-    /// [`Follower::process`]).
-    pub fn follow(&mut self, ifindex: u32) {
+    /// [`Follower::process`]). Must be called on a thread in the followed namespace (the
+    /// index is checked there).
+    pub fn follow(&mut self, ifindex: u32) -> Result<(), FollowError> {
+        check_interface(ifindex)?;
         if self.options.interfaces.insert(ifindex) {
             self.rescan_at = Some(Instant::now());
         }
+        Ok(())
     }
 
     /// Stop following an interface: its groups leave the view (and come back from
@@ -795,6 +801,14 @@ impl Follower {
         self.enforced = enforced;
         Ok(())
     }
+}
+
+/// Refuse an interface index that does not exist in the calling thread's namespace.
+fn check_interface(ifindex: u32) -> Result<(), FollowError> {
+    if crate::datapath::interface_name(ifindex).is_none() {
+        return Err(FollowError::NoSuchInterface(ifindex));
+    }
+    Ok(())
 }
 
 /// Whether an option reported by the hook (which runs before the kernel handles it) has

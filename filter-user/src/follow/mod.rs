@@ -96,6 +96,7 @@ mod procfs;
 pub mod table;
 
 pub use follower::{FollowOptions, FollowStats, Follower};
+pub use peek::socket_cookie;
 pub use hooks::{HookStats, Hooks};
 pub use procfs::{MembershipCounts, parse_igmp, parse_igmp6};
 pub use table::{Completeness, FollowedGroup, Member, SocketRecord};
@@ -118,6 +119,8 @@ pub enum FollowError {
     },
     #[error("map {map}: {detail}")]
     Map { map: &'static str, detail: String },
+    #[error("no interface with index {0} in the followed network namespace")]
+    NoSuchInterface(u32),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -110,6 +110,12 @@ impl SocketFacts {
     }
 }
 
+/// A socket's cookie (`SO_COOKIE`): how the follower's view names sockets
+/// ([`super::Member::cookie`]), e.g. to tell msfilter's own client sockets apart.
+pub fn socket_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    getsockopt_value(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
+}
+
 /// The network namespace cookie of the calling thread's namespace (from a socket opened
 /// for the purpose).
 pub fn own_netns_cookie() -> io::Result<u64> {
