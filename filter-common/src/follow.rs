@@ -65,7 +65,7 @@ pub const fn is_membership_option(level: i32, optname: i32) -> bool {
 pub const SETSOCKOPT_PROGRAM: &str = "msf_setsockopt";
 /// The `cgroup/sock_release` program: runs when an IPv4 or IPv6 socket is released, before
 /// the kernel drops its IPv4 memberships (its IPv6 ones are dropped just before it runs).
-pub const RELEASE_PROGRAM: &str = "msf_sock_release";
+pub const RELEASE_PROGRAM: &str = "msf_release";
 /// Read-only global of the object: the network namespace (its cookie, `SO_NETNS_COOKIE`)
 /// whose sockets are followed. The hooks ignore every other namespace's sockets.
 pub const NETNS_COOKIE_GLOBAL: &str = "MSF_FOLLOW_NETNS_COOKIE";

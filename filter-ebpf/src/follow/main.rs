@@ -5,7 +5,7 @@
 //!   on a socket of the followed network namespace. Give the socket an id (socket-local
 //!   storage) if it has none, count the option as begun, and report the socket, the calling
 //!   thread, the option and the first bytes of its value. Always lets the call proceed.
-//! * `cgroup/sock_release` ([`msf_sock_release`]): a followed socket is released; forget its
+//! * `cgroup/sock_release` ([`msf_release`]): a followed socket is released; forget its
 //!   counter and report it.
 //!
 //! Both are attached to the root of the cgroup v2 hierarchy, so they see every socket of
@@ -37,7 +37,7 @@ pub fn msf_setsockopt(ctx: SockoptContext) -> i32 {
 
 /// Always 1: the release goes on.
 #[cgroup_sock(sock_release)]
-pub fn msf_sock_release(ctx: SockContext) -> i32 {
+pub fn msf_release(ctx: SockContext) -> i32 {
     hooks::released(&ctx);
     1
 }

@@ -300,7 +300,20 @@ impl Follower {
         if due || promoting || self.stats != before || !self.pending.is_empty() {
             self.recheck()?;
         }
+        self.prune();
         Ok(())
+    }
+
+    /// Forget what no socket needs any more: threads' latest options (they only resolve
+    /// pending options) and processes no followed socket lives in (their descriptors).
+    fn prune(&mut self) {
+        if self.pending.is_empty() {
+            self.tid_latest.clear();
+        }
+        let mut live: BTreeSet<u32> = self.sockets.values().map(|r| r.pid).collect();
+        live.extend(self.pending.values().filter_map(|p| p.pid_hint));
+        live.extend(self.rescan_pids.iter().copied());
+        self.procs.retain(|pid| live.contains(&pid));
     }
 
     /// Groups whose enforced filter changed since the last call: `Some` to write, `None`
@@ -498,7 +511,9 @@ impl Follower {
             };
             let known = self.sockets.get(&id).map(|r| (r.pid, r.fd));
             let mut found = None;
-            for pid in known.map(|(p, _)| p).into_iter().chain(pending.pid_hint) {
+            let mut pids: Vec<u32> = known.map(|(p, _)| p).into_iter().collect();
+            pids.extend(pending.pid_hint.filter(|h| !pids.contains(h)));
+            for pid in pids {
                 let fd = known.filter(|(p, _)| *p == pid).map(|(_, fd)| fd);
                 found = self.procs.find(&self.hooks, pid, id, fd).map(|f| (pid, f));
                 if found.is_some() {
@@ -693,6 +708,9 @@ impl Follower {
         for f in found {
             let id = match f.id {
                 Some(id) => Some(id),
+                // Not named yet: no option ran on it since the hooks exist. Name it only if
+                // it holds a membership here (an option on it later names it anyway).
+                None if !holds_any(&f, listed) => continue,
                 None => self.hooks.track(f.peeked.fd.as_fd(), f.facts.cookie),
             };
             let Some(id) = id else {
@@ -801,6 +819,21 @@ impl Follower {
         self.enforced = enforced;
         Ok(())
     }
+}
+
+/// Whether a socket is a member of any of `groups`.
+fn holds_any(found: &Found, groups: &BTreeSet<GroupKey>) -> bool {
+    groups.iter().any(|key| {
+        matches!(
+            peek::read_filter(
+                found.peeked.fd.as_fd(),
+                found.facts.family(),
+                key.ifindex,
+                key.group
+            ),
+            Ok(Some(_))
+        )
+    })
 }
 
 /// Refuse an interface index that does not exist in the calling thread's namespace.

@@ -96,8 +96,8 @@ mod procfs;
 pub mod table;
 
 pub use follower::{FollowOptions, FollowStats, Follower};
-pub use peek::socket_cookie;
 pub use hooks::{HookStats, Hooks};
+pub use peek::socket_cookie;
 pub use procfs::{MembershipCounts, parse_igmp, parse_igmp6};
 pub use table::{Completeness, FollowedGroup, Member, SocketRecord};
 

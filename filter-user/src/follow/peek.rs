@@ -224,6 +224,11 @@ impl Processes {
         self.procs.remove(&pid);
     }
 
+    /// Keep only the processes `keep` says yes to (closing the others' descriptors).
+    pub fn retain(&mut self, mut keep: impl FnMut(u32) -> bool) {
+        self.procs.retain(|pid, _| keep(*pid));
+    }
+
     /// Duplicate descriptor `fd` of `pid` and check that it still is socket `inode`.
     fn dup(&mut self, pid: u32, fd: i32, inode: u64) -> Option<OwnedFd> {
         let proc = self.process(pid)?;
