@@ -76,17 +76,21 @@ fn follow_latency_and_hook_cost() {
                     .filter(|r| r.read_seq.is_some())
                     .and_then(|r| r.memberships.get(&key))
                     .map(|f| !f.sources.is_empty());
-                if record.is_some() && record != last_record {
+                if let Some(blocked) = record
+                    && record != last_record
+                {
                     last_record = record;
-                    let _ = record_tx.send((record.unwrap(), now));
+                    let _ = record_tx.send((blocked, now));
                 }
                 let enforced = follower
                     .group(&key)
                     .filter(|g| g.completeness.is_complete() && g.enforced == g.merged)
                     .map(|g| !g.enforced.sources.is_empty());
-                if enforced.is_some() && enforced != last_enforced {
+                if let Some(blocked) = enforced
+                    && enforced != last_enforced
+                {
                     last_enforced = enforced;
-                    let _ = enforced_tx.send((enforced.unwrap(), now));
+                    let _ = enforced_tx.send((blocked, now));
                 }
             }
             follower
