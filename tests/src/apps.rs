@@ -20,9 +20,9 @@ use std::{
     process::{Child, ChildStdin, ChildStdout, Stdio},
 };
 
-use msfilter::sockopt::{Family, Mode, OptionSet, Request};
+use msfilter::sockopt::{Family, Mode, Request};
 
-use crate::netns::Netns;
+use crate::{netns::Netns, option_sets::OptionSet};
 
 const SOL_IP: i32 = 0;
 const SOL_IPV6: i32 = 41;
@@ -94,10 +94,10 @@ pub fn encode(
         Family::V6 => SOL_IPV6,
     };
     let sources: Vec<IpAddr> = match req {
-        Request::BlockSource(s)
-        | Request::UnblockSource(s)
-        | Request::JoinSourceGroup(s)
-        | Request::LeaveSourceGroup(s) => vec![*s],
+        Request::BlockSource { source: s }
+        | Request::UnblockSource { source: s }
+        | Request::JoinSourceGroup { source: s }
+        | Request::LeaveSourceGroup { source: s } => vec![*s],
         Request::SetFilter { sources, .. } => sources.clone(),
         Request::JoinGroup | Request::LeaveGroup => vec![],
     };
@@ -136,12 +136,16 @@ pub fn encode(
             match req {
                 Request::JoinGroup => (SOL_IP, libc::IP_ADD_MEMBERSHIP, mreqn()),
                 Request::LeaveGroup => (SOL_IP, libc::IP_DROP_MEMBERSHIP, mreqn()),
-                Request::BlockSource(s) => (SOL_IP, libc::IP_BLOCK_SOURCE, mreq_source(*s)),
-                Request::UnblockSource(s) => (SOL_IP, libc::IP_UNBLOCK_SOURCE, mreq_source(*s)),
-                Request::JoinSourceGroup(s) => {
+                Request::BlockSource { source: s } => {
+                    (SOL_IP, libc::IP_BLOCK_SOURCE, mreq_source(*s))
+                }
+                Request::UnblockSource { source: s } => {
+                    (SOL_IP, libc::IP_UNBLOCK_SOURCE, mreq_source(*s))
+                }
+                Request::JoinSourceGroup { source: s } => {
                     (SOL_IP, libc::IP_ADD_SOURCE_MEMBERSHIP, mreq_source(*s))
                 }
-                Request::LeaveSourceGroup(s) => {
+                Request::LeaveSourceGroup { source: s } => {
                     (SOL_IP, libc::IP_DROP_SOURCE_MEMBERSHIP, mreq_source(*s))
                 }
                 Request::SetFilter { mode, sources } => {
@@ -175,10 +179,16 @@ pub fn encode(
         _ => match req {
             Request::JoinGroup => (level, libc::MCAST_JOIN_GROUP, group_req()),
             Request::LeaveGroup => (level, libc::MCAST_LEAVE_GROUP, group_req()),
-            Request::BlockSource(s) => (level, libc::MCAST_BLOCK_SOURCE, source_req(*s)),
-            Request::UnblockSource(s) => (level, libc::MCAST_UNBLOCK_SOURCE, source_req(*s)),
-            Request::JoinSourceGroup(s) => (level, libc::MCAST_JOIN_SOURCE_GROUP, source_req(*s)),
-            Request::LeaveSourceGroup(s) => (level, libc::MCAST_LEAVE_SOURCE_GROUP, source_req(*s)),
+            Request::BlockSource { source: s } => (level, libc::MCAST_BLOCK_SOURCE, source_req(*s)),
+            Request::UnblockSource { source: s } => {
+                (level, libc::MCAST_UNBLOCK_SOURCE, source_req(*s))
+            }
+            Request::JoinSourceGroup { source: s } => {
+                (level, libc::MCAST_JOIN_SOURCE_GROUP, source_req(*s))
+            }
+            Request::LeaveSourceGroup { source: s } => {
+                (level, libc::MCAST_LEAVE_SOURCE_GROUP, source_req(*s))
+            }
             Request::SetFilter { mode, sources } => {
                 let mut b = group_req();
                 b.extend_from_slice(&fmode(*mode).to_ne_bytes());
@@ -563,10 +573,10 @@ impl PyApp {
         let (word, sources): (&str, Vec<IpAddr>) = match req {
             Request::JoinGroup => ("join", vec![]),
             Request::LeaveGroup => ("leave", vec![]),
-            Request::BlockSource(s) => ("block", vec![*s]),
-            Request::UnblockSource(s) => ("unblock", vec![*s]),
-            Request::JoinSourceGroup(s) => ("join-source", vec![*s]),
-            Request::LeaveSourceGroup(s) => ("leave-source", vec![*s]),
+            Request::BlockSource { source: s } => ("block", vec![*s]),
+            Request::UnblockSource { source: s } => ("unblock", vec![*s]),
+            Request::JoinSourceGroup { source: s } => ("join-source", vec![*s]),
+            Request::LeaveSourceGroup { source: s } => ("leave-source", vec![*s]),
             Request::SetFilter {
                 mode: Mode::Include,
                 sources,

@@ -16,8 +16,8 @@ use std::{
 };
 
 use msfilter::{
-    datapath::GroupFilter,
     follow::{FollowOptions, Follower},
+    policy::GroupFilter,
     sockopt::{addr_of, ip_of},
 };
 use msfilter_common::{GroupKey, Mode};

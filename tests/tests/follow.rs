@@ -12,13 +12,14 @@ use std::{
 
 use msfilter::{
     follow::Completeness,
-    sockopt::{Family, Limit, MembershipSocket, Mode, OptionSet, Request, addr_of, errno_name},
+    sockopt::{Family, Limit, MembershipSocket, Mode, Request, addr_of, errno_name},
 };
 use msfilter_common::GroupKey;
 use msfilter_testbed::{
     apps::{AppFilter, AppSocket, PyApp, PySocket},
     followed::{self, accepts, followed_filter, igmp_users, kernel_view, settle},
     netns::Netns,
+    option_sets::OptionSet,
     sequences::{
         Bed, Expect, Interface, Layout, MISSING_IFINDEX, Sequence, StepOutcome,
         shared_socket_table, table,
@@ -56,10 +57,10 @@ fn universe(seq: &Sequence) -> Vec<IpAddr> {
         .steps
         .iter()
         .flat_map(|s| match &s.request {
-            Request::BlockSource(a)
-            | Request::UnblockSource(a)
-            | Request::JoinSourceGroup(a)
-            | Request::LeaveSourceGroup(a) => vec![*a],
+            Request::BlockSource { source: a }
+            | Request::UnblockSource { source: a }
+            | Request::JoinSourceGroup { source: a }
+            | Request::LeaveSourceGroup { source: a } => vec![*a],
             Request::SetFilter { sources, .. } => sources.clone(),
             Request::JoinGroup | Request::LeaveGroup => vec![],
         })
@@ -329,10 +330,10 @@ fn all_of_its_family(seq: &Sequence) -> bool {
         .iter()
         .all(|(_, a)| Family::of(*a) == seq.family && a.is_multicast_like());
     let sources = seq.steps.iter().all(|s| match &s.request {
-        Request::BlockSource(a)
-        | Request::UnblockSource(a)
-        | Request::JoinSourceGroup(a)
-        | Request::LeaveSourceGroup(a) => Family::of(*a) == seq.family,
+        Request::BlockSource { source: a }
+        | Request::UnblockSource { source: a }
+        | Request::JoinSourceGroup { source: a }
+        | Request::LeaveSourceGroup { source: a } => Family::of(*a) == seq.family,
         Request::SetFilter { sources, .. } => sources.iter().all(|a| Family::of(*a) == seq.family),
         Request::JoinGroup | Request::LeaveGroup => true,
     });
@@ -394,7 +395,7 @@ fn two_apps_and_a_library_socket_merge_as_the_kernel_does() {
                 g,
                 bed.ifindex,
                 IFACE_V4,
-                &Request::JoinSourceGroup(src),
+                &Request::JoinSourceGroup { source: src },
                 OptionSet::FamilySpecific,
             )
             .unwrap();
@@ -425,15 +426,9 @@ fn two_apps_and_a_library_socket_merge_as_the_kernel_does() {
             .ns
             .run(|| MembershipSocket::open(family, bed.ifindex))
             .unwrap();
-        c.apply(g, &Request::JoinGroup, OptionSet::ProtocolIndependent)
-            .unwrap();
+        c.apply(g, &Request::JoinGroup).unwrap();
         for src in [s[2], s[3]] {
-            c.apply(
-                g,
-                &Request::BlockSource(src),
-                OptionSet::ProtocolIndependent,
-            )
-            .unwrap();
+            c.apply(g, &Request::BlockSource { source: src }).unwrap();
         }
         settle(&mut follower);
         let members = vec![
@@ -515,7 +510,9 @@ fn an_ipv6_socket_can_hold_ipv4_memberships() {
         g,
         bed.ifindex,
         IFACE_V4,
-        &Request::BlockSource(ip("10.77.1.1")),
+        &Request::BlockSource {
+            source: ip("10.77.1.1"),
+        },
         OptionSet::ProtocolIndependent,
     )
     .unwrap();
@@ -554,7 +551,9 @@ fn close_and_kill_end_a_sockets_contribution() {
         g,
         bed.ifindex,
         IFACE_V4,
-        &Request::JoinSourceGroup(ip("10.77.1.1")),
+        &Request::JoinSourceGroup {
+            source: ip("10.77.1.1"),
+        },
         OptionSet::FamilySpecific,
     )
     .unwrap();
@@ -573,7 +572,9 @@ fn close_and_kill_end_a_sockets_contribution() {
             g,
             bed.ifindex,
             IFACE_V4,
-            &Request::JoinSourceGroup(ip("10.77.1.2")),
+            &Request::JoinSourceGroup {
+                source: ip("10.77.1.2"),
+            },
             OptionSet::ProtocolIndependent,
         )
         .unwrap();
@@ -635,7 +636,9 @@ fn sockets_from_before_the_follower_are_found() {
         h,
         bed.ifindex,
         IFACE_V4,
-        &Request::BlockSource(ip("fd77:1::9")),
+        &Request::BlockSource {
+            source: ip("fd77:1::9"),
+        },
         OptionSet::ProtocolIndependent,
     )
     .unwrap();
@@ -655,7 +658,9 @@ fn sockets_from_before_the_follower_are_found() {
         g,
         bed.ifindex,
         IFACE_V4,
-        &Request::JoinSourceGroup(ip("10.77.1.3")),
+        &Request::JoinSourceGroup {
+            source: ip("10.77.1.3"),
+        },
         OptionSet::FamilySpecific,
     )
     .unwrap();
@@ -700,7 +705,9 @@ fn sockets_from_before_the_follower_are_found() {
         g,
         bed.ifindex,
         IFACE_V4,
-        &Request::JoinSourceGroup(ip("10.77.1.4")),
+        &Request::JoinSourceGroup {
+            source: ip("10.77.1.4"),
+        },
         OptionSet::FamilySpecific,
     )
     .unwrap();
@@ -739,7 +746,9 @@ fn unknown_members_make_a_group_pass_every_source() {
         g,
         bed.ifindex,
         IFACE_V4,
-        &Request::JoinSourceGroup(ip("10.77.1.1")),
+        &Request::JoinSourceGroup {
+            source: ip("10.77.1.1"),
+        },
         OptionSet::FamilySpecific,
     )
     .unwrap();
@@ -808,7 +817,9 @@ fn unknown_members_make_a_group_pass_every_source() {
         g,
         bed.ifindex,
         IFACE_V4,
-        &Request::JoinSourceGroup(ip("10.77.1.1")),
+        &Request::JoinSourceGroup {
+            source: ip("10.77.1.1"),
+        },
         OptionSet::FamilySpecific,
     )
     .unwrap_err();
@@ -889,9 +900,9 @@ fn lost_events_are_detected_and_rescanned() {
     // 12,000 options (the ring holds about 8,700), ending blocked.
     for i in 0..12_000 {
         let req = if i % 2 == 0 {
-            Request::BlockSource(s)
+            Request::BlockSource { source: s }
         } else {
-            Request::UnblockSource(s)
+            Request::UnblockSource { source: s }
         };
         app.apply(g, bed.ifindex, IFACE_V4, &req, OptionSet::FamilySpecific)
             .unwrap();
@@ -900,7 +911,7 @@ fn lost_events_are_detected_and_rescanned() {
         g,
         bed.ifindex,
         IFACE_V4,
-        &Request::BlockSource(s),
+        &Request::BlockSource { source: s },
         OptionSet::FamilySpecific,
     )
     .unwrap();

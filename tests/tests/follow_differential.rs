@@ -18,7 +18,7 @@ use std::{
 
 use msfilter::{
     datapath::{AttachMode, Datapath},
-    sockopt::{Family, Mode, OptionSet, Request, addr_of},
+    sockopt::{Family, Mode, Request, addr_of},
 };
 use msfilter_common::{Reason, Verdict};
 use msfilter_testbed::{
@@ -26,6 +26,7 @@ use msfilter_testbed::{
     followed::{self, settle},
     model::load_datapath,
     netns::{Link, Netns},
+    option_sets::OptionSet,
     rng::Rng,
 };
 
@@ -141,10 +142,10 @@ fn random_request(rng: &mut Rng, sources: &[IpAddr]) -> Request {
     match rng.weighted(&[3, 1, 3, 2, 3, 2, 2]) {
         0 => Request::JoinGroup,
         1 => Request::LeaveGroup,
-        2 => Request::BlockSource(s),
-        3 => Request::UnblockSource(s),
-        4 => Request::JoinSourceGroup(s),
-        5 => Request::LeaveSourceGroup(s),
+        2 => Request::BlockSource { source: s },
+        3 => Request::UnblockSource { source: s },
+        4 => Request::JoinSourceGroup { source: s },
+        5 => Request::LeaveSourceGroup { source: s },
         _ => {
             let mode = if rng.chance(0.5) {
                 Mode::Include
@@ -242,7 +243,7 @@ fn frames_reaching_the_host_are_the_same_with_and_without_xdp() {
         let mode = link
             .receiver
             .run(|| {
-                dp.attach(&link.rx, Some(AttachMode::Driver), false)
+                dp.attach(rx, Some(AttachMode::Driver), false)
                     .map(|a| a.mode)
             })
             .unwrap();

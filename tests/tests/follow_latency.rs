@@ -21,10 +21,10 @@ use std::{
 
 use msfilter::{
     follow::Hooks,
-    sockopt::{Family, OptionSet, Request, addr_of},
+    sockopt::{Family, Request, addr_of},
 };
 use msfilter_common::GroupKey;
-use msfilter_testbed::{apps::AppSocket, followed, sequences::Bed};
+use msfilter_testbed::{apps::AppSocket, followed, option_sets::OptionSet, sequences::Bed};
 
 const CHANGES: usize = 2000;
 const OPS_PER_ROUND: usize = 2000;
@@ -111,9 +111,9 @@ fn follow_latency_and_hook_cost() {
     for i in 0..CHANGES {
         let blocked = i % 2 == 0;
         let req = if blocked {
-            Request::BlockSource(source)
+            Request::BlockSource { source }
         } else {
-            Request::UnblockSource(source)
+            Request::UnblockSource { source }
         };
         app.apply(
             group,
@@ -157,9 +157,9 @@ fn follow_latency_and_hook_cost() {
         for i in 0..OPS_PER_ROUND {
             if membership {
                 let req = if i % 2 == 0 {
-                    Request::BlockSource(source)
+                    Request::BlockSource { source }
                 } else {
-                    Request::UnblockSource(source)
+                    Request::UnblockSource { source }
                 };
                 app.apply(
                     group,

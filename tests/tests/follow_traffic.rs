@@ -17,7 +17,7 @@ use std::{
 use msfilter::{
     datapath::{AttachMode, Datapath},
     follow::Follower,
-    sockopt::{Family, Mode, OptionSet, Request, addr_of},
+    sockopt::{Family, Mode, Request, addr_of},
 };
 use msfilter_common::{GroupKey, Reason, Verdict};
 use msfilter_testbed::{
@@ -25,6 +25,7 @@ use msfilter_testbed::{
     followed::{self, in_receives, settle, settle_until},
     model::load_datapath,
     netns::{Link, Netns},
+    option_sets::OptionSet,
     traffic::{PORT, Sender},
 };
 
@@ -71,7 +72,7 @@ impl Bed {
         let mode = link
             .receiver
             .run(|| {
-                dp.attach(&link.rx, Some(AttachMode::Driver), false)
+                dp.attach(rx, Some(AttachMode::Driver), false)
                     .map(|a| a.mode)
             })
             .unwrap();
@@ -248,7 +249,7 @@ fn run(tag: &str, family: Family) {
         group,
         rx,
         RX_V4,
-        &Request::JoinSourceGroup(wanted),
+        &Request::JoinSourceGroup { source: wanted },
         OptionSet::FamilySpecific,
     )
     .unwrap();

@@ -20,7 +20,7 @@ use super::{
     procfs::{self, MembershipCounts, ThreadState},
     table::{self, FollowedGroup, SocketRecord},
 };
-use crate::datapath::GroupFilter;
+use crate::policy::GroupFilter;
 
 /// How the follower runs.
 #[derive(Clone, Debug)]
@@ -838,7 +838,7 @@ fn holds_any(found: &Found, groups: &BTreeSet<GroupKey>) -> bool {
 
 /// Refuse an interface index that does not exist in the calling thread's namespace.
 fn check_interface(ifindex: u32) -> Result<(), FollowError> {
-    if crate::datapath::interface_name(ifindex).is_none() {
+    if crate::iface::name_of(ifindex).is_none() {
         return Err(FollowError::NoSuchInterface(ifindex));
     }
     Ok(())

@@ -85,7 +85,8 @@
 //!
 //! * [`hooks`]: the object, attached; ring buffer, counters, ids.
 //! * `peek`: `pidfd_getfd`, finding a socket by id, reading its filter.
-//! * `procfs`: `/proc/net/igmp(6)`, `/proc/*/fd`, thread states, the cgroup v2 mount.
+//! * `procfs`: `/proc/net/igmp(6)` (opened once, parsed by [`crate::iface::groups`]),
+//!   `/proc/*/fd`, thread states, the cgroup v2 mount.
 //! * [`table`]: the model (sockets, groups, completeness) — pure.
 //! * [`Follower`]: the engine.
 
@@ -98,7 +99,7 @@ pub mod table;
 pub use follower::{FollowOptions, FollowStats, Follower};
 pub use hooks::{HookStats, Hooks};
 pub use peek::socket_cookie;
-pub use procfs::{MembershipCounts, parse_igmp, parse_igmp6};
+pub use procfs::MembershipCounts;
 pub use table::{Completeness, FollowedGroup, Member, SocketRecord};
 
 /// Errors of the follow layer.

@@ -17,7 +17,7 @@ use std::{
 use msfilter_common::Addr;
 
 use crate::{
-    datapath::GroupFilter,
+    policy::GroupFilter,
     sockopt::{Family, MembershipSocket, SockoptError, addr_of, ip_of},
 };
 

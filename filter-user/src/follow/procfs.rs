@@ -1,6 +1,7 @@
 //! What the follower reads from `/proc`: the kernel's membership counts per interface and
-//! group (`/proc/net/igmp`, `/proc/net/igmp6`), the processes and their socket
-//! descriptors, process names, and which system call a thread is in.
+//! group (`/proc/net/igmp`, `/proc/net/igmp6`, parsed by [`crate::iface::groups`]), the
+//! processes and their socket descriptors, process names, and which system call a thread is
+//! in.
 //!
 //! `/proc/net/igmp` and `igmp6` list every group of every interface with its `Users` count
 //! (memberships: one per socket that joined, plus the kernel's own); unlike
@@ -14,57 +15,9 @@ use std::{
     path::Path,
 };
 
-use msfilter_common::{GroupKey, maps::ipv4_mapped};
+use msfilter_common::GroupKey;
 
-/// Parse `/proc/net/igmp`: `(ifindex, group, users)` of every group line.
-///
-/// ```text
-/// Idx<TAB>Device    : Count Querier<TAB>Group    Users Timer<TAB>Reporter
-/// 3<TAB>d0        :     2      V3
-/// <TAB><TAB><TAB><TAB>010101EF     1 0:00000000<TAB><TAB>0
-/// ```
-///
-/// The group is the address's four bytes printed as one native-endian hexadecimal word.
-pub fn parse_igmp(text: &str) -> Vec<(GroupKey, u32)> {
-    let mut out = Vec::new();
-    let mut ifindex: Option<u32> = None;
-    for line in text.lines().skip(1) {
-        if line.starts_with(|c: char| c.is_ascii_digit()) {
-            ifindex = line.split_whitespace().next().and_then(|i| i.parse().ok());
-            continue;
-        }
-        let (Some(ifindex), mut fields) = (ifindex, line.split_whitespace()) else {
-            continue;
-        };
-        let (Some(group), Some(users)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let (Ok(word), Ok(users)) = (u32::from_str_radix(group, 16), users.parse::<u32>()) else {
-            continue;
-        };
-        out.push((
-            GroupKey::new(ifindex, ipv4_mapped(word.to_ne_bytes())),
-            users,
-        ));
-    }
-    out
-}
-
-/// Parse `/proc/net/igmp6`: `ifindex device group(32 hex digits) users flags timer`.
-pub fn parse_igmp6(text: &str) -> Vec<(GroupKey, u32)> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 4 || f[2].len() != 32 {
-                return None;
-            }
-            let ifindex = f[0].parse().ok()?;
-            let group = u128::from_str_radix(f[2], 16).ok()?.to_be_bytes();
-            let users = f[3].parse().ok()?;
-            Some((GroupKey::new(ifindex, group), users))
-        })
-        .collect()
-}
+use crate::{iface::groups, sockopt::addr_of};
 
 /// `/proc/net/igmp` and `/proc/net/igmp6` of one network namespace, opened once (a
 /// `/proc/net` file shows the namespace of the thread that opened it, whoever reads it
@@ -90,12 +43,14 @@ impl MembershipCounts {
 
     /// The kernel's membership count of every (interface, group), both families.
     pub fn read(&mut self) -> io::Result<BTreeMap<GroupKey, u32>> {
-        let mut out = BTreeMap::new();
-        out.extend(parse_igmp(&read_from_start(&mut self.igmp)?));
+        let mut joined = groups::parse_igmp(&read_from_start(&mut self.igmp)?)?;
         if let Some(f) = &mut self.igmp6 {
-            out.extend(parse_igmp6(&read_from_start(f)?));
+            joined.extend(groups::parse_igmp6(&read_from_start(f)?)?);
         }
-        Ok(out)
+        Ok(joined
+            .into_iter()
+            .map(|g| (GroupKey::new(g.ifindex, addr_of(g.group)), g.users))
+            .collect())
     }
 }
 
@@ -243,38 +198,6 @@ fn unescape_octal(s: &str) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_igmp_with_its_native_endian_words() {
-        let text = "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n\
-                    1\tlo        :     1      V3\n\
-                    \t\t\t\t010000E0     1 0:00000000\t\t0\n\
-                    3\td0        :     2      V3\n\
-                    \t\t\t\t010101EF     2 0:00000000\t\t0\n\
-                    \t\t\t\t010000E0     1 0:00000000\t\t0\n";
-        let rows = parse_igmp(text);
-        let word = u32::from_str_radix("010101EF", 16).unwrap().to_ne_bytes();
-        assert_eq!(rows.len(), 3);
-        assert_eq!(rows[1], (GroupKey::new(3, ipv4_mapped(word)), 2));
-        // On a little-endian host the printed word is the address backwards.
-        if cfg!(target_endian = "little") {
-            assert_eq!(word, [239, 1, 1, 1]);
-        }
-        assert_eq!(rows[0].0.ifindex, 1);
-    }
-
-    #[test]
-    fn parses_igmp6() {
-        let text = "1    lo              ff020000000000000000000000000001     1 0000000C 0\n\
-                    4    d0              ff3e0000000000000000000000000001     3 00000004 0\n";
-        let rows = parse_igmp6(text);
-        let mut g = [0u8; 16];
-        g[0] = 0xff;
-        g[1] = 0x3e;
-        g[15] = 1;
-        assert_eq!(rows[1], (GroupKey::new(4, g), 3));
-        assert_eq!(rows.len(), 2);
-    }
 
     #[test]
     fn parses_thread_states() {

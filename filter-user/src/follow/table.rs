@@ -9,7 +9,10 @@ use std::{
 
 use msfilter_common::{GroupKey, Mode};
 
-use crate::{datapath::GroupFilter, policy::merge, sockopt::Family};
+use crate::{
+    policy::{GroupFilter, merge},
+    sockopt::Family,
+};
 
 /// One followed socket, as last read from the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
