@@ -6,8 +6,9 @@
 //! `ip_check_mc_rcu()`) must be the same set both times.
 //!
 //! The seed comes from `MSFILTER_SEED` (decimal or 0x-hex) or the clock and is printed;
-//! `MSFILTER_SEED=<seed> cargo test -p msfilter-testbed --test follow_differential` replays
-//! a run. `MSFILTER_STATES` and `MSFILTER_FRAMES` (per state) change the size.
+//! `MSFILTER_SEED=<seed> cargo test -p msfilter-testbed --test integration
+//! follow_differential::` replays a run. `MSFILTER_STATES` and `MSFILTER_FRAMES` (per state)
+//! change the size.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
