@@ -1,5 +1,7 @@
 //! Builds the XDP program (`filter-ebpf`) for the BPF target with the nightly toolchain and
-//! leaves it in `OUT_DIR/msfilter-xdp`, where `src/datapath/mod.rs` embeds it (`OBJECT`).
+//! leaves it in `OUT_DIR/msfilter-xdp`, where `src/datapath/mod.rs` embeds it (`OBJECT`), and
+//! the follow-mode hooks (same package) in `OUT_DIR/msfilter-follow`, embedded by
+//! `src/follow/hooks.rs`.
 //!
 //! Needs the nightly's rust-src and bpf-linker: `cargo xtask setup` installs both.
 //! `AYA_BUILD_SKIP=1` skips the eBPF build (for `cargo check`-only setups); an empty
@@ -11,11 +13,12 @@ use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let object = out_dir.join("msfilter-xdp");
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
-        if !object.exists() {
-            fs::write(&object, []).context("writing the placeholder eBPF object")?;
+        for object in ["msfilter-xdp", "msfilter-follow"].map(|name| out_dir.join(name)) {
+            if !object.exists() {
+                fs::write(&object, []).context("writing the placeholder eBPF object")?;
+            }
         }
         println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
         return Ok(());

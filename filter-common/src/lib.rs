@@ -4,8 +4,10 @@
 //! * [`limits`]: map names, capacities, parser bounds and the map memory budget.
 //! * [`headers`]: pure header arithmetic used by both the XDP program and the model.
 //! * [`verdict`]: verdicts, reasons and the **reference model** of the XDP program.
+//! * [`follow`]: what the follow-mode hooks and the follower share (events, maps, decoding).
 #![cfg_attr(not(test), no_std)]
 
+pub mod follow;
 pub mod headers;
 pub mod limits;
 pub mod maps;

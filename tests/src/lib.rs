@@ -18,8 +18,13 @@
 //! * [`model`]: the reference model consulting exactly what the maps hold.
 //! * [`unit`]: a systemd unit's service run as systemd would (environment, notify socket,
 //!   capabilities), where systemd is not PID 1.
+//! * [`apps`]: unmodified applications (plain libc sockets, python3) that join groups
+//!   with their own socket options.
+//! * [`followed`]: the follower in a namespace, and the kernel's view to hold it to.
+pub mod apps;
 pub mod capture;
 pub mod daemon;
+pub mod followed;
 pub mod foreign;
 pub mod inject;
 pub mod kernel;

@@ -1,0 +1,285 @@
+//! The follower's model: every followed socket with what the kernel said about it, and per
+//! (interface, group) the sockets that contribute, the kernel's membership count, whether
+//! the two agree, and what XDP may enforce. Pure: the engine ([`super::Follower`]) feeds it.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use msfilter_common::{GroupKey, Mode};
+
+use crate::{
+    policy::{GroupFilter, merge},
+    sockopt::Family,
+};
+
+/// One followed socket, as last read from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketRecord {
+    /// The id the hooks know it by (socket-local storage).
+    pub id: u64,
+    /// `SO_COOKIE`.
+    pub cookie: u64,
+    /// The process it was found in, and that process's command name.
+    pub pid: u32,
+    pub comm: String,
+    /// The socket's address family (an IPv6 socket may hold IPv4 memberships too).
+    pub family: Family,
+    /// Its descriptor number in `pid` when last found.
+    pub fd: i32,
+    /// Its filter for every group it is a member of on a followed interface, as
+    /// `getsockopt(MCAST_MSFILTER)` stated it.
+    pub memberships: BTreeMap<GroupKey, GroupFilter>,
+    /// The socket's option count ([`msfilter_common::follow::SocketSeq::begun`]) when it
+    /// was read with every counted option finished and no new one begun during the read;
+    /// `None` while that is not so (an option is running, or it was never read so).
+    pub read_seq: Option<u64>,
+}
+
+/// Whether the known members of a group are all of its members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completeness {
+    /// The kernel counts exactly the known members, each read with nothing running: their
+    /// merge is the kernel's interface filter.
+    Complete,
+    /// A member's option is running, or was not read since it ran.
+    Changing,
+    /// The kernel counts more memberships than sockets are known: kernel-internal joins,
+    /// or sockets the follower has not found (yet, or cannot reach).
+    UnknownMembers { users: u32, known: u32 },
+    /// The kernel counts fewer: a member left and the follower has not seen it yet.
+    Inconsistent { users: u32, known: u32 },
+}
+
+impl Completeness {
+    /// Judge a group: `users` from `/proc/net/igmp(6)`, `known` members of which `trusted`
+    /// were read settled and did not change around that count.
+    pub fn judge(users: u32, known: usize, trusted: usize) -> Self {
+        let known = u32::try_from(known).unwrap_or(u32::MAX);
+        if trusted < known as usize {
+            Completeness::Changing
+        } else if users > known {
+            Completeness::UnknownMembers { users, known }
+        } else if users < known {
+            Completeness::Inconsistent { users, known }
+        } else {
+            Completeness::Complete
+        }
+    }
+
+    pub const fn is_complete(&self) -> bool {
+        matches!(self, Completeness::Complete)
+    }
+}
+
+/// A socket's contribution to a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub cookie: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub family: Family,
+    pub filter: GroupFilter,
+    /// Read settled and unchanged around the kernel's count.
+    pub trusted: bool,
+}
+
+/// One (interface, group) on a followed interface with at least one known member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowedGroup {
+    pub key: GroupKey,
+    /// The kernel's membership count (`Users` in `/proc/net/igmp(6)`).
+    pub users: u32,
+    pub members: Vec<Member>,
+    pub completeness: Completeness,
+    /// The RFC 3376 §3.2 / RFC 3810 merge of the known members' filters.
+    pub merged: GroupFilter,
+    /// What XDP may enforce: `merged` once the group is complete (and, after its count
+    /// disagreed, has agreed for the promotion delay), else EXCLUDE {} (every source
+    /// passes).
+    pub enforced: GroupFilter,
+}
+
+/// Every source passes.
+pub fn pass_all() -> GroupFilter {
+    GroupFilter::new(Mode::Exclude, [])
+}
+
+/// What XDP may enforce for a group judged `completeness`, whose count has agreed with
+/// its known members since `agreed_since` (`None`: it disagrees now).
+pub fn enforced(
+    merged: &GroupFilter,
+    completeness: Completeness,
+    agreed_since: Option<Instant>,
+    now: Instant,
+    promote_delay: Duration,
+) -> GroupFilter {
+    let settled_long_enough =
+        agreed_since.is_some_and(|since| now.saturating_duration_since(since) >= promote_delay);
+    if completeness.is_complete() && settled_long_enough {
+        merged.clone()
+    } else {
+        pass_all()
+    }
+}
+
+/// Build the view of one group from its members (`(record, trusted)`) and the kernel's
+/// count. `None` when no known socket is a member (the group is then not followed: XDP
+/// leaves it alone).
+pub fn assess(
+    key: GroupKey,
+    members: &[(&SocketRecord, bool)],
+    users: u32,
+    agreed_since: Option<Instant>,
+    now: Instant,
+    promote_delay: Duration,
+) -> Option<FollowedGroup> {
+    let filters: Vec<&GroupFilter> = members
+        .iter()
+        .filter_map(|(r, _)| r.memberships.get(&key))
+        .collect();
+    let merged = merge(filters.iter().copied())?;
+    let trusted = members.iter().filter(|(_, t)| *t).count();
+    let completeness = Completeness::judge(users, members.len(), trusted);
+    let enforced = enforced(&merged, completeness, agreed_since, now, promote_delay);
+    Some(FollowedGroup {
+        key,
+        users,
+        members: members
+            .iter()
+            .filter_map(|(r, trusted)| {
+                Some(Member {
+                    id: r.id,
+                    cookie: r.cookie,
+                    pid: r.pid,
+                    comm: r.comm.clone(),
+                    family: r.family,
+                    filter: r.memberships.get(&key)?.clone(),
+                    trusted: *trusted,
+                })
+            })
+            .collect(),
+        completeness,
+        merged,
+        enforced,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use msfilter_common::maps::ipv4_mapped;
+
+    use super::*;
+
+    fn key() -> GroupKey {
+        GroupKey::new(3, ipv4_mapped([232, 1, 1, 1]))
+    }
+
+    fn src(n: u8) -> msfilter_common::Addr {
+        ipv4_mapped([10, 0, 0, n])
+    }
+
+    fn record(id: u64, filter: GroupFilter) -> SocketRecord {
+        SocketRecord {
+            id,
+            cookie: id,
+            pid: 100 + id as u32,
+            comm: format!("app{id}"),
+            family: Family::V4,
+            fd: 3,
+            memberships: [(key(), filter)].into(),
+            read_seq: Some(1),
+        }
+    }
+
+    #[test]
+    fn more_kernel_memberships_than_known_sockets_pass_everything() {
+        let a = record(1, GroupFilter::new(Mode::Include, [src(1)]));
+        let now = Instant::now();
+        let long_ago = now - Duration::from_secs(1);
+        // Two memberships, one known: someone unknown may want any source.
+        let g = assess(key(), &[(&a, true)], 2, None, now, Duration::ZERO).unwrap();
+        assert_eq!(
+            g.completeness,
+            Completeness::UnknownMembers { users: 2, known: 1 }
+        );
+        assert_eq!(g.enforced, pass_all());
+        assert_eq!(g.merged, GroupFilter::new(Mode::Include, [src(1)]));
+        // Counts agree: the merge is enforced.
+        let g = assess(key(), &[(&a, true)], 1, Some(long_ago), now, Duration::ZERO).unwrap();
+        assert!(g.completeness.is_complete());
+        assert_eq!(g.enforced, GroupFilter::new(Mode::Include, [src(1)]));
+        // Fewer memberships than known sockets: not trusted either.
+        let b = record(2, GroupFilter::new(Mode::Include, [src(2)]));
+        let g = assess(
+            key(),
+            &[(&a, true), (&b, true)],
+            1,
+            Some(long_ago),
+            now,
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(
+            g.completeness,
+            Completeness::Inconsistent { users: 1, known: 2 }
+        );
+        assert_eq!(g.enforced, pass_all());
+    }
+
+    #[test]
+    fn a_changing_member_passes_everything_until_it_settles() {
+        let a = record(1, GroupFilter::new(Mode::Include, [src(1)]));
+        let b = record(2, GroupFilter::new(Mode::Exclude, [src(1), src(2)]));
+        let now = Instant::now();
+        let since = Some(now - Duration::from_secs(1));
+        let g = assess(
+            key(),
+            &[(&a, true), (&b, false)],
+            2,
+            since,
+            now,
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert_eq!(g.completeness, Completeness::Changing);
+        assert_eq!(g.enforced, pass_all());
+        assert!(!g.members[1].trusted);
+        let g = assess(
+            key(),
+            &[(&a, true), (&b, true)],
+            2,
+            since,
+            now,
+            Duration::ZERO,
+        )
+        .unwrap();
+        // a wants 1; b wants all but 1 and 2: only 2 may be dropped.
+        assert_eq!(g.enforced, GroupFilter::new(Mode::Exclude, [src(2)]));
+        assert_eq!(g.members.len(), 2);
+        assert_eq!(g.members[0].comm, "app1");
+    }
+
+    #[test]
+    fn agreement_must_last_the_promotion_delay() {
+        let a = record(1, GroupFilter::new(Mode::Include, [src(1)]));
+        let now = Instant::now();
+        let delay = Duration::from_millis(5);
+        let just_now = Some(now - Duration::from_millis(1));
+        let g = assess(key(), &[(&a, true)], 1, just_now, now, delay).unwrap();
+        assert!(g.completeness.is_complete());
+        assert_eq!(g.enforced, pass_all(), "agreed only 1 ms ago");
+        let g = assess(key(), &[(&a, true)], 1, Some(now - delay), now, delay).unwrap();
+        assert_eq!(g.enforced, GroupFilter::new(Mode::Include, [src(1)]));
+    }
+
+    #[test]
+    fn no_known_member_is_no_followed_group() {
+        assert_eq!(
+            assess(key(), &[], 3, None, Instant::now(), Duration::ZERO),
+            None
+        );
+    }
+}
