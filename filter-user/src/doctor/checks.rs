@@ -193,7 +193,7 @@ pub fn evaluate(facts: &Facts) -> Report {
     ));
     out.push(optmem(&facts.sysctls.optmem_max, &needs));
 
-    let igmp = kernel_listing(&facts.igmp, groups::parse_igmp);
+    let igmp = kernel_listing(&facts.igmp, groups::parse_igmp_listing);
     let igmp6 = kernel_listing(&facts.igmp6, groups::parse_igmp6);
     let versions = igmp
         .as_ref()

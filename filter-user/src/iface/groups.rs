@@ -32,7 +32,7 @@ pub struct IgmpListing {
 /// Every group joined in this thread's network namespace, IPv4 then IPv6.
 pub fn joined() -> io::Result<Vec<JoinedGroup>> {
     let v4 = std::fs::read_to_string("/proc/thread-self/net/igmp")?;
-    let mut groups = parse_igmp(&v4)?.groups;
+    let mut groups = parse_igmp(&v4)?;
     // Without IPv6 there is no igmp6 file: no IPv6 groups.
     match std::fs::read_to_string("/proc/thread-self/net/igmp6") {
         Ok(v6) => groups.extend(parse_igmp6(&v6)?),
@@ -49,11 +49,16 @@ fn bad(line: &str) -> io::Error {
     )
 }
 
+/// The groups of `/proc/net/igmp` ([`parse_igmp_listing`] without the versions).
+pub fn parse_igmp(text: &str) -> io::Result<Vec<JoinedGroup>> {
+    parse_igmp_listing(text).map(|listing| listing.groups)
+}
+
 /// `/proc/net/igmp`: a header, then an interface line (`Idx Device : Count Querier`, the
 /// name padded to ten characters before the colon, or not at all when longer), then one
 /// indented line per group (`Group Users Timer Reporter`). The group is the `__be32` printed
 /// as a native integer in hex.
-pub fn parse_igmp(text: &str) -> io::Result<IgmpListing> {
+pub fn parse_igmp_listing(text: &str) -> io::Result<IgmpListing> {
     let mut out = IgmpListing::default();
     let mut interface: Option<(u32, String)> = None;
     for line in text.lines().skip(1) {
@@ -122,7 +127,8 @@ mod tests {
 
     #[test]
     fn parses_the_ipv4_listing() {
-        let listing = parse_igmp(IGMP).unwrap();
+        let listing = parse_igmp_listing(IGMP).unwrap();
+        assert_eq!(parse_igmp(IGMP).unwrap(), listing.groups);
         let groups = &listing.groups;
         assert_eq!(groups.len(), 3);
         let va: Vec<_> = groups.iter().filter(|g| g.device == "va").collect();
@@ -140,7 +146,7 @@ mod tests {
                 ("fifteen-chars-x".to_string(), "V3".to_string()),
             ])
         );
-        assert_eq!(parse_igmp("").unwrap(), IgmpListing::default());
+        assert_eq!(parse_igmp_listing("").unwrap(), IgmpListing::default());
     }
 
     #[test]

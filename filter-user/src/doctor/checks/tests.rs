@@ -541,7 +541,7 @@ fn sockets_joined_outside_msfilter() {
                 \t\t\t\t010101E8     2 0:00000000\t\t0\n\
                 \t\t\t\t020101E8     1 0:00000000\t\t0\n";
     let igmp6 = "3    rx0             ff3e0000000000000000000080000001     1 00000004 0\n";
-    let mut kernel = groups::parse_igmp(igmp).unwrap().groups;
+    let mut kernel = groups::parse_igmp(igmp).unwrap();
     kernel.extend(groups::parse_igmp6(igmp6).unwrap());
     let managed = [
         group("rx0", "232.1.1.1", Mode::Exclude, 0, 1),
