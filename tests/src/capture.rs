@@ -26,6 +26,44 @@ pub struct GroupRecord {
     pub sources: Vec<IpAddr>,
 }
 
+/// An `AF_PACKET` raw socket of `ns` bound to `iface`, receiving the frames of `protocol`
+/// (an ethertype; 0: none).
+pub(crate) fn packet_socket(ns: &Netns, iface: &str, protocol: u16) -> io::Result<OwnedFd> {
+    let ifindex = ns.ifindex(iface)?;
+    ns.run(|| {
+        // SAFETY: plain socket(2); checked below.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(protocol.to_be()),
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = protocol.to_be();
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: addr is a valid sockaddr_ll of the given size.
+        let ret = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                std::ptr::from_ref(&addr).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    })
+}
+
 /// An AF_PACKET socket receiving every frame on one interface of a namespace.
 pub struct Capture {
     fd: OwnedFd,
@@ -35,39 +73,7 @@ const ETH_P_ALL: u16 = 0x0003;
 
 impl Capture {
     pub fn open(ns: &Netns, iface: &str) -> io::Result<Self> {
-        let ifindex = ns.ifindex(iface)?;
-        ns.run(|| {
-            // SAFETY: plain socket(2); checked below.
-            let raw = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    i32::from(ETH_P_ALL.to_be()),
-                )
-            };
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: fresh descriptor owned by nobody else.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_protocol = ETH_P_ALL.to_be();
-            addr.sll_ifindex = ifindex as i32;
-            // SAFETY: addr is a valid sockaddr_ll of the given size.
-            let ret = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    std::ptr::from_ref(&addr).cast(),
-                    size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if ret != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Self { fd })
-        })
+        packet_socket(ns, iface, ETH_P_ALL).map(|fd| Self { fd })
     }
 
     /// Read frames until one carries a record satisfying `want`, or `timeout` passes.

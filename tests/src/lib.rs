@@ -6,7 +6,10 @@
 //! * [`daemon`]: a real `msfilter daemon` process in a namespace, and the CLI against it.
 //! * [`capture`]: IGMPv3/MLDv2 reports captured from an interface.
 //! * [`foreign`]: an XDP program msfilter did not load, attached through a link or netlink.
+//! * [`inject`]: frames sent as they are (`AF_PACKET`) out of an interface.
 //! * [`kernel`]: the kernel's own view of multicast filters (`/proc/net/mcfilter*`).
+//! * [`metrics`]: the daemon's metrics endpoint scraped from its namespace, parsed by
+//!   Python's `prometheus_client`.
 //! * [`option_sets`]: requests as msfilter's `MCAST_*` options or the family-specific ones,
 //!   validated or not: the kernel oracle of the sequence and equivalence tests.
 //! * [`sequences`]: scripted membership sequences with the kernel's measured outcomes.
@@ -23,7 +26,9 @@ pub mod capture;
 pub mod daemon;
 pub mod followed;
 pub mod foreign;
+pub mod inject;
 pub mod kernel;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod option_sets;

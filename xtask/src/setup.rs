@@ -1,4 +1,4 @@
-//! `cargo xtask setup`: makes this machine able to build and run msfilter. Each step checks
+//! `cargo xtask setup`: makes this machine able to build, run and test msfilter. Each step checks
 //! first and installs only what is missing, so a second run only checks (well under a second
 //! after xtask itself is built).
 
@@ -19,7 +19,76 @@ pub fn run(root: &Path) -> Result<()> {
     rust_src::ensure(&nightly)?;
     bpf_linker::ensure(root, &nightly)?;
     bpffs()?;
+    // Only the tests need it: a build goes on without it, `cargo xtask test` does not.
+    if let Err(e) = prometheus_parser() {
+        say(TAG, format_args!("{e:#}"));
+    }
     say(TAG, format_args!("ready ({:.1?})", started.elapsed()));
+    Ok(())
+}
+
+/// The Python module the metrics test parses the daemon's exposition with.
+const PROMETHEUS_MODULE: &str = "prometheus_client";
+/// Its package on PyPI, and in Debian.
+const PROMETHEUS_PYPI: &str = "prometheus_client";
+const PROMETHEUS_DEBIAN: &str = "python3-prometheus-client";
+
+fn prometheus_parser_present() -> bool {
+    cmd::output(Command::new("python3").args([
+        "-c",
+        "import prometheus_client.parser, prometheus_client.openmetrics.parser",
+    ]))
+    .is_ok()
+}
+
+/// `prometheus_client` for `python3`, the parsers the metrics test checks the daemon's
+/// exposition with: installed with pip for the `python3` on PATH, else Debian's package
+/// (for a system Python that pip may not change).
+pub fn prometheus_parser() -> Result<()> {
+    if prometheus_parser_present() {
+        say(TAG, format_args!("python3 {PROMETHEUS_MODULE}: ok"));
+        return Ok(());
+    }
+    cmd::output(Command::new("python3").arg("--version")).context(
+        "python3 is missing: the metrics test parses the daemon's metrics with Python's \
+         prometheus_client; install python3 and rerun `cargo xtask setup`",
+    )?;
+    say(
+        TAG,
+        format_args!("python3 {PROMETHEUS_MODULE}: missing, installing it"),
+    );
+    let pip = cmd::run(
+        TAG,
+        Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            PROMETHEUS_PYPI,
+        ]),
+    );
+    if pip.is_err() && is_root()? {
+        let _ = cmd::run(
+            TAG,
+            Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "--no-install-recommends",
+                    PROMETHEUS_DEBIAN,
+                ])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        );
+    }
+    if !prometheus_parser_present() {
+        bail!(
+            "python3 {PROMETHEUS_MODULE}: could not be installed; the metrics test needs it \
+             (`python3 -m pip install {PROMETHEUS_PYPI}`, or `apt-get install \
+             {PROMETHEUS_DEBIAN}` for the system python3), then rerun `cargo xtask setup`"
+        );
+    }
+    say(TAG, format_args!("python3 {PROMETHEUS_MODULE}: installed"));
     Ok(())
 }
 

@@ -27,6 +27,7 @@ pub fn test(root: &Path, args: &[String]) -> Result<()> {
         bail!("the tests need root: network namespaces and BPF; run `cargo xtask test` as root");
     }
     setup::run(root)?;
+    setup::prometheus_parser().context("FAILED: the metrics test cannot run")?;
     // The package test installs what `cargo xtask dist` builds, so build it first.
     crate::dist::build(root).context("FAILED: the package does not build")?;
     cmd::run(TEST, cargo(root).arg("build").env("RUST_BACKTRACE", "1"))

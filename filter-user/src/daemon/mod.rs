@@ -10,11 +10,14 @@
 //! * `explain`: kernel refusals in msfilter's words.
 //! * [`config`], [`state`]: the configuration file and the persisted state.
 //! * `notify`: readiness, reload and stop notices to the service manager (`sd_notify`).
+//! * [`metrics`]: the optional metrics endpoint (OpenMetrics / Prometheus text over HTTP),
+//!   fed by the controller thread.
 
 pub mod config;
 mod controller;
 mod explain;
 mod lifecycle;
+pub mod metrics;
 mod notify;
 mod ownership;
 pub mod protocol;
@@ -52,6 +55,8 @@ pub struct DaemonOptions {
     /// Raise the kernel's per-socket source limits (`net.ipv4.igmp_max_msf`,
     /// `net.ipv6.mld_max_msf`) to at least this.
     pub max_sources_per_socket: Option<u32>,
+    /// Serve metrics over HTTP (off without).
+    pub metrics: Option<metrics::MetricsOptions>,
 }
 
 impl Default for DaemonOptions {
@@ -65,6 +70,7 @@ impl Default for DaemonOptions {
             group: None,
             capacities: Capacities::default(),
             max_sources_per_socket: None,
+            metrics: None,
         }
     }
 }
@@ -97,6 +103,8 @@ pub enum DaemonError {
     Thread(#[source] io::Error),
     #[error("watching interfaces: {0}")]
     Links(#[source] io::Error),
+    #[error("metrics endpoint {0}: {1}")]
+    Metrics(std::net::SocketAddr, #[source] io::Error),
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -109,6 +117,16 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
     // half-way.
     let signals = server::Signals::install()?;
     server::check_free(&options.socket)?;
+    // Before anything is loaded: an address in use stops the start with nothing changed.
+    let metrics = match options.metrics {
+        Some(m) => Some(server::MetricsListener {
+            listener: tokio::net::TcpListener::bind(m.addr)
+                .await
+                .map_err(|e| DaemonError::Metrics(m.addr, e))?,
+            max_series: m.max_series,
+        }),
+        None => None,
+    };
     let datapath = Datapath::load(&LoadOptions {
         capacities: options.capacities,
         pin_dir: Some(options.pin_dir.clone()),
@@ -129,6 +147,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         server::Authority { gid },
         controller,
         signals,
+        metrics,
     )
     .await
 }

@@ -113,6 +113,36 @@ pub enum Request {
     Reload,
 }
 
+impl Request {
+    /// The request's kind, as the metrics name it: its `request` tag, or for a membership
+    /// request its `op`.
+    pub const fn kind(&self) -> &'static str {
+        use MembershipRequest as Op;
+        match self {
+            Self::Register { .. } => "register",
+            Self::Deregister => "deregister",
+            Self::Membership { op, .. } => match op {
+                Op::JoinGroup => "join",
+                Op::LeaveGroup => "leave",
+                Op::BlockSource { .. } => "block",
+                Op::UnblockSource { .. } => "unblock",
+                Op::JoinSourceGroup { .. } => "join-source",
+                Op::LeaveSourceGroup { .. } => "leave-source",
+                Op::SetFilter { .. } => "set-filter",
+            },
+            Self::GetFilter { .. } => "get-filter",
+            Self::ListStart { .. } => "list-start",
+            Self::ListNext { .. } => "list-next",
+            Self::ListEnd { .. } => "list-end",
+            Self::Stats => "stats",
+            Self::Attach { .. } => "attach",
+            Self::Detach { .. } => "detach",
+            Self::Owner { .. } => "owner",
+            Self::Reload => "reload",
+        }
+    }
+}
+
 /// Why a frame is not a request of this protocol version.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -239,6 +269,30 @@ pub enum ErrorKind {
     Datapath,
     /// The request needs a registration first, or refers to an unknown enumeration.
     State,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order of the documentation.
+    pub const ALL: [Self; 6] = [
+        Self::Invalid,
+        Self::Kernel,
+        Self::Permission,
+        Self::Protocol,
+        Self::Datapath,
+        Self::State,
+    ];
+
+    /// The kind's name on the wire.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Kernel => "kernel",
+            Self::Permission => "permission",
+            Self::Protocol => "protocol",
+            Self::Datapath => "datapath",
+            Self::State => "state",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,6 +460,18 @@ mod tests {
     fn every_documented_request_decodes() {
         for json in EVERY_REQUEST {
             decode_request(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
+        }
+    }
+
+    #[test]
+    fn kinds_are_the_wire_tags() {
+        for json in EVERY_REQUEST {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            let tag = value["op"].as_str().or(value["request"].as_str()).unwrap();
+            assert_eq!(decode_request(json.as_bytes()).unwrap().kind(), tag);
+        }
+        for kind in ErrorKind::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
         }
     }
 

@@ -14,17 +14,21 @@ use std::{
     io,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use tokio::{
-    net::{UnixListener, UnixStream},
+    net::{TcpListener, UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
 
 use super::{
     DaemonError,
     controller::{ConnId, Controller, ControllerError},
+    metrics::{self, RequestTally, Snapshot},
     notify,
     protocol::{
         AttachOutcome, DEFAULT_PAGE, DecodeError, ErrorKind, ErrorReply, FilterView, FrameError,
@@ -107,12 +111,38 @@ enum Command {
         conn: ConnId,
         client: Option<ClientId>,
     },
+    /// Take the values of one metrics scrape.
+    Metrics {
+        max_series: usize,
+        reply: oneshot::Sender<Result<Snapshot, String>>,
+    },
     /// Re-read the configuration file (SIGHUP).
     Reload,
     /// Interfaces came, went or changed names.
     Links(Vec<LinkEvent>),
     /// Run the shut-down sequence and stop.
     Shutdown { done: oneshot::Sender<()> },
+}
+
+/// The metrics endpoint's way to the controller thread: one [`Command::Metrics`] per scrape.
+#[derive(Clone)]
+struct Snapshots {
+    tx: mpsc::Sender<Command>,
+    max_series: usize,
+}
+
+impl metrics::SnapshotSource for Snapshots {
+    async fn take(&self) -> Option<Result<Snapshot, String>> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Metrics {
+                max_series: self.max_series,
+                reply,
+            })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
 }
 
 /// Who may change the filter: root, and members of an optional group.
@@ -234,6 +264,12 @@ pub(super) fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, Daemon
     Ok(listener)
 }
 
+/// The metrics endpoint's listener, bound, and its cap on per-group and per-source series.
+pub(super) struct MetricsListener {
+    pub(super) listener: TcpListener,
+    pub(super) max_series: usize,
+}
+
 /// Serve until SIGTERM or SIGINT.
 pub(super) async fn serve(
     listener: UnixListener,
@@ -241,6 +277,7 @@ pub(super) async fn serve(
     authority: Authority,
     controller: Controller,
     signals: Signals,
+    metrics_listener: Option<MetricsListener>,
 ) -> Result<(), DaemonError> {
     let Signals {
         mut term,
@@ -248,14 +285,32 @@ pub(super) async fn serve(
         mut hup,
     } = signals;
     let (tx, rx) = mpsc::channel::<Command>(1024);
-    let worker = std::thread::Builder::new()
-        .name("msfilter-controller".into())
-        .spawn(move || run_controller(controller, rx))
-        .map_err(DaemonError::Thread)?;
+    let tally = Arc::new(RequestTally::default());
+    let worker = {
+        let tally = Arc::clone(&tally);
+        std::thread::Builder::new()
+            .name("msfilter-controller".into())
+            .spawn(move || run_controller(controller, rx, &tally))
+            .map_err(DaemonError::Thread)?
+    };
     log::info!(
         "listening on {} (protocol version {PROTOCOL_VERSION})",
         socket_path.display()
     );
+    if let Some(MetricsListener {
+        listener,
+        max_series,
+    }) = metrics_listener
+    {
+        if let Ok(addr) = listener.local_addr() {
+            log::info!("serving metrics on http://{addr}/metrics");
+        }
+        let snapshots = Snapshots {
+            tx: tx.clone(),
+            max_series,
+        };
+        tokio::spawn(metrics::serve(listener, snapshots));
+    }
 
     let monitor = LinkMonitor::new().map_err(DaemonError::Links)?;
     // SAFETY: the monitor owns its socket for as long as the AsyncFd holds the monitor, and
@@ -272,7 +327,13 @@ pub(super) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(connection(stream, conn, tx.clone(), authority));
+                    tokio::spawn(connection(
+                        stream,
+                        conn,
+                        tx.clone(),
+                        authority,
+                        Arc::clone(&tally),
+                    ));
                 }
                 Err(e) => log::warn!("accepting a connection: {e}"),
             },
@@ -322,38 +383,109 @@ async fn watch_links(
     }
 }
 
-fn run_controller(mut controller: Controller, mut rx: mpsc::Receiver<Command>) {
+fn run_controller(
+    mut controller: Controller,
+    mut rx: mpsc::Receiver<Command>,
+    tally: &RequestTally,
+) {
     while let Some(command) = rx.blocking_recv() {
-        match command {
-            Command::Request {
-                conn,
-                client,
-                request,
-                reply,
-            } => {
-                let outcome = dispatch(&mut controller, conn, client, request);
-                let _ = reply.send(outcome);
+        let flow = match command {
+            Command::Metrics { max_series, reply } => {
+                scrape(&mut controller, &mut rx, tally, max_series, reply)
             }
-            Command::Disconnected { conn, client } => controller.disconnected(conn, client),
-            Command::Links(events) => {
-                for event in events {
-                    controller.link_event(event);
-                }
+            command => handle(&mut controller, command),
+        };
+        if let Flow::Stop { done } = flow {
+            controller.shutdown();
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+/// Whether the controller thread goes on, or runs the shut-down sequence and stops.
+enum Flow {
+    Continue,
+    Stop { done: oneshot::Sender<()> },
+}
+
+/// Take one scrape's snapshot, serving the commands that arrive meanwhile between its steps
+/// (so a scrape holds a request for one step at most). A shut-down ends the scrape
+/// unanswered.
+fn scrape(
+    controller: &mut Controller,
+    rx: &mut mpsc::Receiver<Command>,
+    tally: &RequestTally,
+    max_series: usize,
+    reply: oneshot::Sender<Result<Snapshot, String>>,
+) -> Flow {
+    let mut taking = match controller.start_metrics(max_series, tally.counts()) {
+        Ok(taking) => taking,
+        Err(e) => {
+            let _ = reply.send(Err(e.to_string()));
+            return Flow::Continue;
+        }
+    };
+    loop {
+        match taking.step(controller.counters(), metrics::STEP) {
+            Ok(true) => {
+                let _ = reply.send(Ok(taking.finish()));
+                return Flow::Continue;
             }
-            Command::Reload => match controller.reload() {
-                Ok(_) => notify::ready("configuration reloaded"),
-                Err(e) => {
-                    log::error!("reload refused: {e}");
-                    notify::ready(&format!("reload refused: {e}"));
+            Ok(false) => {}
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                return Flow::Continue;
+            }
+        }
+        while let Ok(command) = rx.try_recv() {
+            match command {
+                // Scrapes are taken one at a time (http.rs): another one is a client's
+                // mistake; it waits for none.
+                Command::Metrics { reply, .. } => {
+                    let _ = reply.send(Err("another scrape is being taken".into()));
                 }
-            },
-            Command::Shutdown { done } => {
-                controller.shutdown();
-                let _ = done.send(());
-                return;
+                command => {
+                    if let stop @ Flow::Stop { .. } = handle(controller, command) {
+                        return stop;
+                    }
+                }
             }
         }
     }
+}
+
+/// Apply one command other than a scrape.
+fn handle(controller: &mut Controller, command: Command) -> Flow {
+    match command {
+        Command::Request {
+            conn,
+            client,
+            request,
+            reply,
+        } => {
+            let outcome = dispatch(controller, conn, client, request);
+            let _ = reply.send(outcome);
+        }
+        Command::Disconnected { conn, client } => controller.disconnected(conn, client),
+        Command::Metrics { reply, .. } => {
+            let _ = reply.send(Err("a scrape was handed to the wrong place".into()));
+        }
+        Command::Links(events) => {
+            for event in events {
+                controller.link_event(event);
+            }
+        }
+        Command::Reload => match controller.reload() {
+            Ok(_) => notify::ready("configuration reloaded"),
+            Err(e) => {
+                log::error!("reload refused: {e}");
+                notify::ready(&format!("reload refused: {e}"));
+            }
+        },
+        Command::Shutdown { done } => return Flow::Stop { done },
+    }
+    Flow::Continue
 }
 
 /// Apply one request; returns the response and the connection's registration afterwards.
@@ -449,6 +581,7 @@ async fn connection(
     conn: ConnId,
     tx: mpsc::Sender<Command>,
     authority: Authority,
+    tally: Arc<RequestTally>,
 ) {
     let (uid, gid, pid) = match stream.peer_cred() {
         Ok(c) => (c.uid(), c.gid(), c.pid()),
@@ -464,8 +597,9 @@ async fn connection(
             Ok(frame) => frame,
             Err(FrameError::Closed) => break,
             Err(FrameError::TooLarge { len, max }) => {
-                let e = error_reply(&Refusal::TooLarge { len, max });
-                let _ = respond(&mut stream, &Response::Error(e)).await;
+                let response = Response::Error(error_reply(&Refusal::TooLarge { len, max }));
+                tally.record(metrics::UNDECODED, &response);
+                let _ = respond(&mut stream, &response).await;
                 break;
             }
             Err(FrameError::Io(e)) => {
@@ -473,12 +607,17 @@ async fn connection(
                 break;
             }
         };
-        let response = match decode_request(&frame) {
-            Err(e) => Response::Error(error_reply(&Refusal::Protocol(e))),
-            Ok(request) if changes_state(&request) && !authorized => {
-                Response::Error(error_reply(&authority.refusal(uid)))
-            }
+        let (kind, response) = match decode_request(&frame) {
+            Err(e) => (
+                metrics::UNDECODED,
+                Response::Error(error_reply(&Refusal::Protocol(e))),
+            ),
+            Ok(request) if changes_state(&request) && !authorized => (
+                request.kind(),
+                Response::Error(error_reply(&authority.refusal(uid))),
+            ),
             Ok(request) => {
+                let kind = request.kind();
                 let (reply, rx) = oneshot::channel();
                 let command = Command::Request {
                     conn,
@@ -493,9 +632,10 @@ async fn connection(
                     break;
                 };
                 client = registration;
-                response
+                (kind, response)
             }
         };
+        tally.record(kind, &response);
         if respond(&mut stream, &response).await.is_err() {
             break;
         }

@@ -12,9 +12,13 @@ use std::{
 
 use msfilter_common::limits::PROGRAM_NAME;
 
-use super::{Finding, Report, capabilities, genl, parse};
+use super::{Finding, Report, capabilities, parse};
 use crate::{
     daemon::{config::Config, protocol::OwnerView},
+    iface::{
+        groups::{self, JoinedGroup},
+        xdp_features,
+    },
     policy::Mode,
     sockopt::filter_option_size,
 };
@@ -189,10 +193,11 @@ pub fn evaluate(facts: &Facts) -> Report {
     ));
     out.push(optmem(&facts.sysctls.optmem_max, &needs));
 
-    let (groups4, versions) = facts
-        .igmp
+    let igmp = kernel_listing(&facts.igmp, groups::parse_igmp_listing);
+    let igmp6 = kernel_listing(&facts.igmp6, groups::parse_igmp6);
+    let versions = igmp
         .as_ref()
-        .map(|t| parse::igmp(t))
+        .map(|l| l.versions.clone())
         .unwrap_or_default();
     let configured: BTreeSet<&str> = config
         .map(|c| c.interfaces.keys().map(String::as_str).collect())
@@ -218,21 +223,21 @@ pub fn evaluate(facts: &Facts) -> Report {
         out.extend(rp_filter(iface, &facts.sysctls.rp_filter_all));
     }
     if let Some(view) = facts.daemon.view() {
-        let mut kernel_groups = groups4;
-        kernel_groups.extend(
-            facts
-                .igmp6
-                .as_ref()
-                .map(|t| parse::igmp6(t))
-                .unwrap_or_default(),
-        );
-        out.extend(outside_members(
-            &view.groups,
-            &kernel_groups,
-            facts.igmp.as_ref().err().or(facts.igmp6.as_ref().err()),
-        ));
+        let kernel_groups =
+            igmp.and_then(|v4| igmp6.map(|v6| v4.groups.into_iter().chain(v6).collect::<Vec<_>>()));
+        out.extend(outside_members(&view.groups, kernel_groups.as_deref()));
     }
     Report::new(out)
+}
+
+/// A group listing of the kernel, parsed, or why it could not be read or parsed.
+fn kernel_listing<T>(
+    text: &Result<String, String>,
+    parse: fn(&str) -> std::io::Result<T>,
+) -> Result<T, String> {
+    text.as_ref()
+        .map_err(Clone::clone)
+        .and_then(|t| parse(t).map_err(|e| e.to_string()))
 }
 
 /// The interfaces the per-interface checks look at: those asked for; else those msfilter
@@ -703,11 +708,11 @@ pub(super) fn xdp_driver_mode(
     let running_native = owner
         .is_some_and(|o| o.owner.starts_with("msfilter") && o.mode.as_deref() == Some("driver"));
     let finding = match features.as_ref().map(|f| f.get(&iface.ifindex)) {
-        Ok(Some(bits)) if bits & genl::XDP_ACT_BASIC != 0 => Finding::ok(
+        Ok(Some(bits)) if bits & xdp_features::XDP_ACT_BASIC != 0 => Finding::ok(
             CHECK,
             format!(
                 "the driver runs XDP natively (xdp-features: {})",
-                genl::feature_names(*bits).join(", ")
+                xdp_features::feature_names(*bits).join(", ")
             ),
         ),
         Ok(Some(_)) if running_native => {
@@ -722,7 +727,7 @@ pub(super) fn xdp_driver_mode(
                 if *bits == 0 {
                     "none".to_string()
                 } else {
-                    genl::feature_names(*bits).join(", ")
+                    xdp_features::feature_names(*bits).join(", ")
                 }
             ),
             "for filtering at line rate, use a NIC whose driver supports native XDP",
@@ -951,19 +956,22 @@ pub(super) fn rp_filter(iface: &Interface, all: &Sysctl) -> Option<Finding> {
     Some(finding.about(name.clone()))
 }
 
+/// Managed groups against the kernel's groups (`Err`: why those could not be read).
 pub(super) fn outside_members(
     managed: &[ManagedGroup],
-    kernel: &[parse::KernelGroup],
-    unreadable: Option<&String>,
+    kernel: Result<&[JoinedGroup], &String>,
 ) -> Vec<Finding> {
     const CHECK: &str = "outside-members";
-    if let Some(e) = unreadable {
-        return vec![Finding::warn(
-            CHECK,
-            format!("the kernel's group memberships could not be read: {e}"),
-            "check /proc/net/igmp and /proc/net/igmp6",
-        )];
-    }
+    let kernel = match kernel {
+        Ok(kernel) => kernel,
+        Err(e) => {
+            return vec![Finding::warn(
+                CHECK,
+                format!("the kernel's group memberships could not be read: {e}"),
+                "check /proc/net/igmp and /proc/net/igmp6",
+            )];
+        }
+    };
     let users: BTreeMap<(&str, IpAddr), u32> = kernel
         .iter()
         .map(|k| ((k.device.as_str(), k.group), k.users))

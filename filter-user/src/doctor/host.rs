@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, io, os::fd::AsRawFd as _, path::Path};
 
 use super::{
     ConfigFacts, DaemonFacts, DaemonView, DoctorError, DoctorOptions, Facts, Interface,
-    ManagedGroup, Sysctl, Sysctls, XdpProgram, genl, parse,
+    ManagedGroup, Sysctl, Sysctls, XdpProgram, parse,
 };
 use crate::{
     client::Client,
@@ -13,7 +13,7 @@ use crate::{
         config,
         protocol::{GroupEntry, ListFilter, Reply, Request},
     },
-    iface::{self, xdp},
+    iface::{self, xdp, xdp_features},
 };
 
 pub(super) async fn gather(options: &DoctorOptions) -> Result<Facts, DoctorError> {
@@ -48,7 +48,7 @@ pub(super) async fn gather(options: &DoctorOptions) -> Result<Facts, DoctorError
         },
         interfaces,
         selected: options.interfaces.clone(),
-        xdp_features: genl::xdp_features().map_err(|u| u.0),
+        xdp_features: xdp_features::xdp_features().map_err(|u| u.0),
         igmp: read("/proc/net/igmp"),
         igmp6: read("/proc/net/igmp6"),
         config,

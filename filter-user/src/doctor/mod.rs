@@ -8,13 +8,12 @@
 //!
 //! * `checks`: the evaluations, each tested on sample inputs.
 //! * `host`: reading the facts from this host and the daemon.
-//! * `parse`: parsers of the kernel's text files.
-//! * `genl`: the `netdev` generic-netlink family (per-device `xdp-features`).
+//! * `parse`: parsers of the kernel's text files (the group listings are
+//!   [`crate::iface::groups`]'s, the driver's XDP support [`crate::iface::xdp_features`]).
 //! * [`capabilities`]: what the daemon needs, checked at its start.
 
 pub mod capabilities;
 mod checks;
-mod genl;
 mod host;
 mod parse;
 

@@ -1,15 +1,8 @@
 //! Pure parsers of the kernel's text files the doctor reads: `/proc/sys/kernel/osrelease`,
-//! `/proc/self/mountinfo`, `/proc/net/igmp`, `/proc/net/igmp6` and the capability lines of
-//! `/proc/PID/status`.
-//!
-//! `/proc/net/mcfilter*` are deliberately not read: they can omit every source of an
-//! interface (docs/kernel.md). The group files read here walk every group and are complete.
+//! `/proc/self/mountinfo` and the capability lines of `/proc/PID/status`. The group
+//! listings (`/proc/net/igmp`, `/proc/net/igmp6`) are parsed by [`crate::iface::groups`].
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::{Component, Path, PathBuf},
-};
+use std::path::{Component, Path, PathBuf};
 
 /// `major.minor.patch` of a kernel release string such as `6.18.44-fc-v1045`.
 pub fn kernel_version(release: &str) -> Option<(u32, u32, u32)> {
@@ -95,75 +88,6 @@ pub fn mount_of(mountinfo: &str, path: &Path) -> Option<Mount> {
     best
 }
 
-/// A group an interface has joined, with the number of sockets (and kernel users) that
-/// joined it: `Users` in `/proc/net/igmp`, the users column in `/proc/net/igmp6`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct KernelGroup {
-    pub device: String,
-    pub group: IpAddr,
-    pub users: u32,
-}
-
-/// The groups in `/proc/net/igmp`, and each device's IGMP version in use (the `Querier`
-/// column: `V1`, `V2` or `V3`, which the kernel derives from `force_igmp_version` and the
-/// queriers it heard).
-///
-/// The file has a line per device (`Idx Device : Count Querier`), then a line per group
-/// (`Group Users Timer Reporter`), the group in hex as the 32-bit value of the address in
-/// network byte order read as a native integer.
-pub fn igmp(text: &str) -> (Vec<KernelGroup>, BTreeMap<String, String>) {
-    let mut groups = Vec::new();
-    let mut versions = BTreeMap::new();
-    let mut device: Option<String> = None;
-    for line in text.lines().skip(1) {
-        // Device lines start with the index; group lines with whitespace.
-        if line.starts_with(|c: char| c.is_ascii_digit())
-            && let Some((head, tail)) = line.split_once(':')
-        {
-            let name = head.split_whitespace().nth(1);
-            let querier = tail.split_whitespace().nth(1);
-            if let (Some(name), Some(querier)) = (name, querier) {
-                versions.insert(name.to_string(), querier.to_string());
-            }
-            device = name.map(ToString::to_string);
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(dev), [group, users, ..]) = (&device, &fields[..]) else {
-            continue;
-        };
-        let (Ok(raw), Ok(users)) = (u32::from_str_radix(group, 16), users.parse()) else {
-            continue;
-        };
-        groups.push(KernelGroup {
-            device: dev.clone(),
-            group: IpAddr::V4(Ipv4Addr::from(raw.to_ne_bytes())),
-            users,
-        });
-    }
-    (groups, versions)
-}
-
-/// The groups in `/proc/net/igmp6`: `idx device group(32 hex digits) users flags timer`.
-pub fn igmp6(text: &str) -> Vec<KernelGroup> {
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let [_, device, group, users, ..] = &f[..] else {
-                return None;
-            };
-            if group.len() != 32 {
-                return None;
-            }
-            Some(KernelGroup {
-                device: (*device).to_string(),
-                group: IpAddr::V6(Ipv6Addr::from(u128::from_str_radix(group, 16).ok()?)),
-                users: users.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
 /// The `CapEff:` mask of a `/proc/PID/status` text.
 pub fn effective_capabilities(status: &str) -> Option<u64> {
     status
@@ -212,74 +136,6 @@ mod tests {
         let m = mount_of(&stacked, Path::new("/sys/fs/bpf/msfilter")).unwrap();
         assert_eq!(m.fstype, "tmpfs");
         assert_eq!(mount_of("", Path::new("/x")), None);
-    }
-
-    const IGMP: &str = "\
-Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter
-1\tlo        :     1      V3
-\t\t\t\t010000E0     1 0:00000000\t\t0
-3\trx0       :     3      V2
-\t\t\t\t0101A8E8     2 0:00000000\t\t0
-\t\t\t\t0201A8E8     1 0:00000000\t\t0
-\t\t\t\t010000E0     1 0:00000000\t\t0
-";
-
-    #[test]
-    fn igmp_groups_users_and_versions() {
-        let (groups, versions) = igmp(IGMP);
-        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            groups,
-            [
-                KernelGroup {
-                    device: "lo".into(),
-                    group: v4("224.0.0.1"),
-                    users: 1
-                },
-                KernelGroup {
-                    device: "rx0".into(),
-                    group: v4("232.168.1.1"),
-                    users: 2
-                },
-                KernelGroup {
-                    device: "rx0".into(),
-                    group: v4("232.168.1.2"),
-                    users: 1
-                },
-                KernelGroup {
-                    device: "rx0".into(),
-                    group: v4("224.0.0.1"),
-                    users: 1
-                },
-            ]
-        );
-        assert_eq!(versions["lo"], "V3");
-        assert_eq!(versions["rx0"], "V2");
-        assert_eq!(igmp(""), (vec![], BTreeMap::new()));
-    }
-
-    #[test]
-    fn igmp6_groups_and_users() {
-        let text = "\
-1    lo              ff020000000000000000000000000001     1 0000000C 0
-3    rx0             ff3e0000000000000000000080000001     3 00000004 0
-3    rx0             short     3 00000004 0
-";
-        assert_eq!(
-            igmp6(text),
-            [
-                KernelGroup {
-                    device: "lo".into(),
-                    group: "ff02::1".parse().unwrap(),
-                    users: 1
-                },
-                KernelGroup {
-                    device: "rx0".into(),
-                    group: "ff3e::8000:1".parse().unwrap(),
-                    users: 3
-                },
-            ]
-        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The multicast groups the kernel has joined on each interface, with how many memberships
-//! hold each: `/proc/net/igmp` and `/proc/net/igmp6` of the calling thread's network
-//! namespace. Unlike `/proc/net/mcfilter*`, these listings walk every group of every
+//! hold each (and, for IPv4, the IGMP version in use): `/proc/net/igmp` and
+//! `/proc/net/igmp6` of the calling thread's network namespace. Unlike `/proc/net/mcfilter*`, these listings walk every group of every
 //! interface, so they are complete (docs/kernel.md).
 
 use std::{
+    collections::BTreeMap,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -17,6 +18,15 @@ pub struct JoinedGroup {
     /// Memberships the kernel counts for the group on this interface: one per socket that
     /// joined it, plus the kernel's own (the all-hosts groups, for instance).
     pub users: u32,
+}
+
+/// `/proc/net/igmp` as parsed: every group, and each interface's IGMP version in use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IgmpListing {
+    pub groups: Vec<JoinedGroup>,
+    /// The `Querier` column by interface name: `V1`, `V2` or `V3`, which the kernel derives
+    /// from `force_igmp_version` and the queriers it heard.
+    pub versions: BTreeMap<String, String>,
 }
 
 /// Every group joined in this thread's network namespace, IPv4 then IPv6.
@@ -39,28 +49,41 @@ fn bad(line: &str) -> io::Error {
     )
 }
 
-/// `/proc/net/igmp`: an interface line (`Idx Device : Count Querier`), then one indented line
-/// per group (`Group Users Timer Reporter`). The group is the `__be32` printed as a native
-/// integer in hex.
+/// The groups of `/proc/net/igmp` ([`parse_igmp_listing`] without the versions).
 pub fn parse_igmp(text: &str) -> io::Result<Vec<JoinedGroup>> {
-    let mut out = Vec::new();
+    parse_igmp_listing(text).map(|listing| listing.groups)
+}
+
+/// `/proc/net/igmp`: a header, then an interface line (`Idx Device : Count Querier`, the
+/// name padded to ten characters before the colon, or not at all when longer), then one
+/// indented line per group (`Group Users Timer Reporter`). The group is the `__be32` printed
+/// as a native integer in hex.
+pub fn parse_igmp_listing(text: &str) -> io::Result<IgmpListing> {
+    let mut out = IgmpListing::default();
     let mut interface: Option<(u32, String)> = None;
     for line in text.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
         if !line.starts_with(char::is_whitespace) {
-            let (Some(index), Some(device)) = (fields.first(), fields.get(1)) else {
+            // Interface names cannot hold a colon; the count and querier follow it.
+            let (head, tail) = line.split_once(':').ok_or_else(|| bad(line))?;
+            let (Some(index), Some(device), Some(querier)) = (
+                head.split_whitespace().next(),
+                head.split_whitespace().nth(1),
+                tail.split_whitespace().nth(1),
+            ) else {
                 return Err(bad(line));
             };
-            interface = Some((index.parse().map_err(|_| bad(line))?, (*device).to_string()));
+            out.versions.insert(device.to_string(), querier.to_string());
+            interface = Some((index.parse().map_err(|_| bad(line))?, device.to_string()));
             continue;
         }
+        let fields: Vec<&str> = line.split_whitespace().collect();
         let (Some((ifindex, device)), Some(group), Some(users)) =
             (&interface, fields.first(), fields.get(1))
         else {
             return Err(bad(line));
         };
         let raw = u32::from_str_radix(group, 16).map_err(|_| bad(line))?;
-        out.push(JoinedGroup {
+        out.groups.push(JoinedGroup {
             ifindex: *ifindex,
             device: device.clone(),
             group: IpAddr::V4(Ipv4Addr::from(raw.to_ne_bytes())),
@@ -94,35 +117,61 @@ pub fn parse_igmp6(text: &str) -> io::Result<Vec<JoinedGroup>> {
 mod tests {
     use super::*;
 
+    const IGMP: &str = "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n\
+                        1\tlo        :     1      V3\n\
+                        \t\t\t\t010000E0     1 0:00000000\t\t0\n\
+                        3\tva        :     3      V2\n\
+                        \t\t\t\t020101E8     2 0:00000000\t\t0\n\
+                        \t\t\t\t010000E0     1 0:00000000\t\t0\n\
+                        4\tfifteen-chars-x:     0      V3\n";
+
     #[test]
     fn parses_the_ipv4_listing() {
-        let text = "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n\
-                    1\tlo        :     1      V3\n\
-                    \t\t\t\t010000E0     1 0:00000000\t\t0\n\
-                    3\tva        :     3      V3\n\
-                    \t\t\t\t020101E8     2 0:00000000\t\t0\n\
-                    \t\t\t\t010000E0     1 0:00000000\t\t0\n";
-        let groups = parse_igmp(text).unwrap();
+        let listing = parse_igmp_listing(IGMP).unwrap();
+        assert_eq!(parse_igmp(IGMP).unwrap(), listing.groups);
+        let groups = &listing.groups;
         assert_eq!(groups.len(), 3);
-        let host_order = u32::from_ne_bytes([232, 1, 1, 2]);
-        assert_eq!(format!("{host_order:08X}").len(), 8);
         let va: Vec<_> = groups.iter().filter(|g| g.device == "va").collect();
         assert_eq!(va[0].ifindex, 3);
         if cfg!(target_endian = "little") {
             assert_eq!(va[0].group, "232.1.1.2".parse::<IpAddr>().unwrap());
             assert_eq!(groups[0].group, "224.0.0.1".parse::<IpAddr>().unwrap());
         }
-        assert_eq!(va[0].users, 2);
-        assert!(parse_igmp("header\n\t\t\t\t010000E0 1 0:0 0\n").is_err());
+        assert_eq!((va[0].users, va[1].users), (2, 1));
+        assert_eq!(
+            listing.versions,
+            BTreeMap::from([
+                ("lo".to_string(), "V3".to_string()),
+                ("va".to_string(), "V2".to_string()),
+                ("fifteen-chars-x".to_string(), "V3".to_string()),
+            ])
+        );
+        assert_eq!(parse_igmp_listing("").unwrap(), IgmpListing::default());
+    }
+
+    #[test]
+    fn refuses_what_is_not_the_listing() {
+        // A group line before any interface line, an interface line without a colon, a
+        // group that is not hex.
+        for text in [
+            "header\n\t\t\t\t010000E0 1 0:0 0\n",
+            "header\n3 va 3 V3\n",
+            "header\n3\tva : 1 V3\n\t\t\t\tnothex 1 0:0 0\n",
+        ] {
+            assert!(parse_igmp(text).is_err(), "{text:?}");
+        }
     }
 
     #[test]
     fn parses_the_ipv6_listing() {
         let text = "1    lo              ff020000000000000000000000000001     1 0000000C 0\n\
-                    3    va              ff3e0000000000000000000000000001     2 00000004 0\n";
+                    3    va              ff3e0000000000000000000080000001     3 00000004 0\n";
         let groups = parse_igmp6(text).unwrap();
-        assert_eq!(groups[1].group, "ff3e::1".parse::<IpAddr>().unwrap());
-        assert_eq!((groups[1].ifindex, groups[1].users), (3, 2));
+        assert_eq!(groups[0].group, "ff02::1".parse::<IpAddr>().unwrap());
+        assert_eq!(groups[1].group, "ff3e::8000:1".parse::<IpAddr>().unwrap());
+        assert_eq!((groups[1].ifindex, groups[1].users), (3, 3));
+        assert_eq!(groups[1].device, "va");
         assert!(parse_igmp6("3 va ff3e 2 0 0\n").is_err());
+        assert!(parse_igmp6("").unwrap().is_empty());
     }
 }

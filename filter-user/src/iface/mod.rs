@@ -7,8 +7,10 @@
 //! * [`monitor`]: every interface of the namespace, and interfaces coming, going and being
 //!   renamed ([`LinkMonitor`]).
 //! * [`groups`]: the multicast groups the kernel has joined on each interface
-//!   (`/proc/net/igmp*`), with their membership counts.
-//! * `netlink.rs`: the socket, requests, messages and attributes underneath.
+//!   (`/proc/net/igmp*`), with their membership counts and the IGMP version in use.
+//! * [`xdp_features`]: what XDP each driver supports, as the kernel reports it (the
+//!   `netdev` generic-netlink family).
+//! * `netlink.rs`: the sockets, requests, messages and attributes underneath.
 //!
 //! Interface indexes are those of the calling thread's network namespace; BPF object ids
 //! are global.
@@ -18,6 +20,7 @@ pub mod monitor;
 mod names;
 mod netlink;
 pub mod xdp;
+pub mod xdp_features;
 
 pub use monitor::{LinkEvent, LinkMonitor, interfaces};
 pub use names::{Interface, NoSuchInterface, by_index, label, name_of, resolve};

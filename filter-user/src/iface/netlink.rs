@@ -1,9 +1,11 @@
-//! The rtnetlink plumbing the rest of [`crate::iface`] builds on: a `NETLINK_ROUTE` socket,
-//! requests (`nlmsghdr` + `ifinfomsg` + attributes), the messages of a reply, attributes,
-//! and the kernel's acknowledgements with their extended error text.
+//! The netlink plumbing the rest of [`crate::iface`] builds on: `NETLINK_ROUTE` and
+//! `NETLINK_GENERIC` sockets, requests (`nlmsghdr`, the family's header — `ifinfomsg` or
+//! `genlmsghdr` — and attributes), the messages of a reply, attributes, and the kernel's
+//! acknowledgements with their extended error text.
 //!
 //! Constants and header sizes come from `libc` (`<linux/netlink.h>`, `<linux/rtnetlink.h>`,
-//! `<linux/if_link.h>`); the `IFLA_XDP_*` attributes from aya's generated kernel bindings.
+//! `<linux/if_link.h>`, `<linux/genetlink.h>`); the `IFLA_XDP_*` attributes from aya's
+//! generated kernel bindings.
 
 use std::{
     ffi::c_int,
@@ -15,6 +17,7 @@ use std::{
 pub(super) const NLMSG_HDRLEN: usize = size_of::<libc::nlmsghdr>();
 pub(super) const NLA_HDRLEN: usize = size_of::<libc::nlattr>();
 pub(super) const IFINFOMSG_LEN: usize = size_of::<libc::ifinfomsg>();
+pub(super) const GENL_HDRLEN: usize = size_of::<libc::genlmsghdr>();
 pub(super) const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
 pub(super) const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
 pub(super) const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
@@ -64,25 +67,38 @@ impl<'a> LinkMessage<'a> {
     }
 }
 
-/// A request: `nlmsghdr`, `ifinfomsg`, attributes. Length and sequence number are filled in
-/// when it is sent.
+/// A request: `nlmsghdr`, the family's header, attributes. Length and sequence number are
+/// filled in when it is sent.
 pub(super) struct NetlinkRequest {
     buf: Vec<u8>,
 }
 
 impl NetlinkRequest {
+    /// An rtnetlink link request (`ifinfomsg`).
     pub(super) fn new(ty: u16, flags: u16, family: u8, ifindex: u32) -> Self {
+        let mut header = Vec::with_capacity(IFINFOMSG_LEN);
+        header.extend_from_slice(&[family, 0]);
+        header.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+        header.extend_from_slice(&ifindex.to_ne_bytes());
+        header.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
+        header.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
+        Self::with_header(ty, flags, &header)
+    }
+
+    /// A generic-netlink request (`genlmsghdr`) of the family `family` (its id, as the
+    /// message type), command `cmd` of version `version`.
+    pub(super) fn generic(family: u16, flags: u16, cmd: u8, version: u8) -> Self {
+        Self::with_header(family, flags, &[cmd, version, 0, 0])
+    }
+
+    fn with_header(ty: u16, flags: u16, header: &[u8]) -> Self {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len
         buf.extend_from_slice(&ty.to_ne_bytes());
         buf.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
         buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
         buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel fills it in
-        buf.extend_from_slice(&[family, 0]);
-        buf.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
-        buf.extend_from_slice(&ifindex.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
+        buf.extend_from_slice(header);
         Self { buf }
     }
 
@@ -113,7 +129,8 @@ impl NetlinkRequest {
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
-    fn finish(mut self, seq: u32) -> Vec<u8> {
+    /// The message as sent with sequence number `seq`.
+    pub(super) fn finish(mut self, seq: u32) -> Vec<u8> {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
         self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -234,12 +251,21 @@ impl Socket {
     /// A NETLINK_ROUTE socket in the calling thread's namespace, subscribed to `groups`
     /// (non-blocking if subscribed: a monitor reads only what is queued).
     pub(super) fn open(groups: u32) -> io::Result<Self> {
+        Self::open_protocol(libc::NETLINK_ROUTE, groups)
+    }
+
+    /// A NETLINK_GENERIC socket in the calling thread's namespace.
+    pub(super) fn generic() -> io::Result<Self> {
+        Self::open_protocol(libc::NETLINK_GENERIC, 0)
+    }
+
+    fn open_protocol(protocol: c_int, groups: u32) -> io::Result<Self> {
         let mut ty = libc::SOCK_RAW | libc::SOCK_CLOEXEC;
         if groups != 0 {
             ty |= libc::SOCK_NONBLOCK;
         }
         // SAFETY: plain socket(2); the result is checked before it is used.
-        let raw = unsafe { libc::socket(libc::AF_NETLINK, ty, libc::NETLINK_ROUTE) };
+        let raw = unsafe { libc::socket(libc::AF_NETLINK, ty, protocol) };
         if raw < 0 {
             return Err(context(
                 "opening a netlink socket",
@@ -526,6 +552,25 @@ mod tests {
 
     #[test]
     fn header_sizes_are_the_kernels() {
-        assert_eq!((NLMSG_HDRLEN, NLA_HDRLEN, IFINFOMSG_LEN), (16, 4, 16));
+        assert_eq!(
+            (NLMSG_HDRLEN, NLA_HDRLEN, IFINFOMSG_LEN, GENL_HDRLEN),
+            (16, 4, 16, 4)
+        );
+    }
+
+    #[test]
+    fn requests_carry_their_family_header() {
+        let mut link = NetlinkRequest::new(libc::RTM_GETLINK, NLM_F_ACK, 0, 9);
+        link.attr_u32(libc::IFLA_EXT_MASK, 1);
+        let m = link.finish(3);
+        assert_eq!(m.len(), NLMSG_HDRLEN + IFINFOMSG_LEN + 8);
+        assert_eq!(u32_at(&m, 0), Some(m.len() as u32));
+        assert_eq!(u16_at(&m, 6), Some(NLM_F_REQUEST | NLM_F_ACK));
+        assert_eq!(u32_at(&m, 8), Some(3));
+        assert_eq!(u32_at(&m, NLMSG_HDRLEN + 4), Some(9), "ifi_index");
+        let generic = NetlinkRequest::generic(0x1f, NLM_F_DUMP, 1, 2).finish(4);
+        assert_eq!(generic.len(), NLMSG_HDRLEN + GENL_HDRLEN);
+        assert_eq!(u16_at(&generic, 4), Some(0x1f));
+        assert_eq!(&generic[NLMSG_HDRLEN..], &[1, 2, 0, 0]);
     }
 }

@@ -6,8 +6,11 @@
 //! daemon is unreachable.
 
 mod doctor;
+mod explain;
+mod frames;
 mod generate;
 mod output;
+mod top;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -15,7 +18,7 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use msfilter::{
     client::{Client, ClientError},
-    daemon::{self, DEFAULT_SOCKET, DaemonOptions, protocol::ListFilter},
+    daemon::{self, DEFAULT_SOCKET, DaemonOptions, metrics, protocol::ListFilter},
     datapath::{AttachMode, Capacities},
     policy::{Mode, parse_mode},
 };
@@ -88,6 +91,12 @@ enum Command {
     },
     /// Show what XDP passed and dropped, by reason.
     Stats,
+    /// Live rates (packets/s, bytes/s; passed and dropped) per interface, group and source,
+    /// redrawn in place; with -j one JSON object per refresh, one per line.
+    Top(top::TopArgs),
+    /// Judge frames (hex lines, or a pcap file) by the policy the daemon enforces on IFACE:
+    /// the verdict and reason of each, by the reference model of the XDP program.
+    Explain(explain::ExplainArgs),
     /// Take ownership of IFACE: fill its entries, then attach the XDP program.
     Attach {
         /// Interface name or index.
@@ -175,6 +184,21 @@ struct DaemonArgs {
     /// net.ipv6.mld_max_msf) to at least N.
     #[arg(long, value_name = "N")]
     max_sources_per_socket: Option<u32>,
+    /// Serve metrics over HTTP at ADDR/metrics (OpenMetrics, or Prometheus text for
+    /// `Accept: text/plain`); ADDR is ADDRESS:PORT, default 127.0.0.1:9464 (loopback only).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = metrics::DEFAULT_ADDR_TEXT,
+        value_parser = metrics::parse_addr
+    )]
+    metrics: Option<std::net::SocketAddr>,
+    /// With --metrics: at most N groups and N sources get series of their own; the rest
+    /// are summed per interface into group="other" (docs/operations.md).
+    #[arg(long, value_name = "N", requires = "metrics",
+          default_value_t = metrics::DEFAULT_MAX_SERIES)]
+    metrics_max_series: usize,
 }
 
 /// How a command failed, for the exit status.
@@ -288,6 +312,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             list.finish()
         }
         Command::Stats => out.stats(&Client::connect(&socket).await?.stats().await?),
+        Command::Explain(args) => return explain::run(args, &socket, json).await,
+        Command::Top(args) => {
+            top::run(args, &socket, json).await?;
+            return Ok(());
+        }
         Command::Attach {
             iface,
             mode,
@@ -326,6 +355,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     max_sources: args.max_sources,
                 },
                 max_sources_per_socket: args.max_sources_per_socket,
+                metrics: args.metrics.map(|addr| metrics::MetricsOptions {
+                    addr,
+                    max_series: args.metrics_max_series,
+                }),
             })
             .await
             .map_err(anyhow::Error::from)?;
