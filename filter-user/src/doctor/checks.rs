@@ -145,6 +145,9 @@ pub struct Facts {
     pub pin_dir: PathBuf,
     /// Pinned links in the pin directory, if it exists.
     pub pinned_links: Option<usize>,
+    /// The packet trace's switch, when it is on: the process that switched it on, and
+    /// whether that process still exists.
+    pub trace: Option<(u32, bool)>,
     pub sysctls: Sysctls,
     pub interfaces: Vec<Interface>,
     /// Interfaces asked for by name (empty: choose).
@@ -169,6 +172,7 @@ pub fn evaluate(facts: &Facts) -> Report {
         &facts.pin_dir,
         facts.daemon.view().is_some(),
     ));
+    out.extend(trace(facts.trace));
     out.extend(daemon(&facts.daemon));
     let config = facts.config.as_ref().and_then(|c| c.config.as_ref().ok());
     if let Some(c) = &facts.config {
@@ -375,6 +379,24 @@ pub(super) fn pins(links: Option<usize>, pin_dir: &Path, daemon_up: bool) -> Opt
         ),
         _ => None,
     }
+}
+
+/// A packet trace switched on: fine while its process runs; left on by a killed one, every
+/// frame takes the trace path and the ring buffer stays full.
+pub(super) fn trace(on: Option<(u32, bool)>) -> Option<Finding> {
+    let (pid, alive) = on?;
+    Some(if alive {
+        Finding::ok("trace", format!("a packet trace runs (process {pid})"))
+    } else {
+        Finding::warn(
+            "trace",
+            format!(
+                "the packet trace is on, but process {pid} that switched it on is gone: every \
+                 frame takes the trace path"
+            ),
+            "switch it off: msfilter trace --off",
+        )
+    })
 }
 
 pub(super) fn daemon(daemon: &DaemonFacts) -> Vec<Finding> {

@@ -33,5 +33,6 @@ mod restart_bulk;
 mod sockopt;
 mod systemd_unit;
 mod top;
+mod trace;
 mod unrestored;
 mod verdict;

@@ -11,6 +11,7 @@ mod frames;
 mod generate;
 mod output;
 mod top;
+mod trace;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -97,6 +98,10 @@ enum Command {
     /// Judge frames (hex lines, or a pcap file) by the policy the daemon enforces on IFACE:
     /// the verdict and reason of each, by the reference model of the XDP program.
     Explain(explain::ExplainArgs),
+    /// Live per-packet verdicts on IFACE from the XDP program itself: interface, group,
+    /// source, verdict, reason and length of each frame (sampled with --sample); -j: one
+    /// JSON object per frame, one per line. Reads the pinned maps (root or CAP_BPF).
+    Trace(trace::TraceArgs),
     /// Take ownership of IFACE: fill its entries, then attach the XDP program.
     Attach {
         /// Interface name or index.
@@ -313,6 +318,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Stats => out.stats(&Client::connect(&socket).await?.stats().await?),
         Command::Explain(args) => return explain::run(args, &socket, json).await,
+        Command::Trace(args) => {
+            trace::run(&args, json)?;
+            return Ok(());
+        }
         Command::Top(args) => {
             top::run(args, &socket, json).await?;
             return Ok(());

@@ -67,6 +67,7 @@ fn healthy() -> Facts {
         mountinfo: Ok(MOUNTINFO.into()),
         pin_dir: PathBuf::from("/sys/fs/bpf/msfilter"),
         pinned_links: Some(1),
+        trace: None,
         sysctls: Sysctls {
             igmp_max_msf: Sysctl::Value(10),
             mld_max_msf: Sysctl::Value(64),
@@ -628,4 +629,29 @@ fn pages_of_one_group_are_merged() {
     };
     let merged = crate::doctor::host::merge_pages(vec![entry(false, 3), entry(true, 4)]);
     assert_eq!(merged, [group("rx0", "232.1.1.1", Mode::Exclude, 7, 2)]);
+}
+
+#[test]
+fn a_trace_left_on_by_a_killed_process_is_a_warning() {
+    assert!(
+        find(&evaluate(&healthy()), "trace").is_empty(),
+        "off: no finding"
+    );
+    let running = Facts {
+        trace: Some((4242, true)),
+        ..healthy()
+    };
+    assert_eq!(only(&evaluate(&running), "trace").status, Status::Ok);
+    let abandoned = Facts {
+        trace: Some((4242, false)),
+        ..healthy()
+    };
+    let report = evaluate(&abandoned);
+    let finding = only(&report, "trace");
+    assert_eq!(finding.status, Status::Warn);
+    assert!(finding.found.contains("4242"), "{finding:?}");
+    assert_eq!(
+        finding.action.as_deref(),
+        Some("switch it off: msfilter trace --off")
+    );
 }
