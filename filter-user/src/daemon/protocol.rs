@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 pub use super::report::{
     AttachOutcome, Attached, AttachmentView, CounterView, Detached, FilterReport, FilterView,
-    GroupEntry, OwnerView, Page, ReasonCount, Reloaded, Replaced, SourceEntry, StatsView,
+    FollowedGroupView, FollowedSocketView, GroupEntry, OwnerView, Page, ReasonCount, Reloaded,
+    Replaced, SourceEntry, StatsView,
 };
 use crate::datapath::AttachMode;
 pub use crate::sockopt::Request as MembershipRequest;
@@ -98,6 +99,11 @@ pub enum Request {
         replace: bool,
         #[serde(default)]
         object: Option<String>,
+        /// Follow the interface: XDP enforces the merge of every socket there, read from
+        /// the kernel (msfilter's clients included), instead of the merge of msfilter's
+        /// clients.
+        #[serde(default)]
+        follow: bool,
     },
     /// Release an interface: detach the program and delete its entries; with `keep`, leave
     /// the program enforcing the last policy (pinned), without the daemon's updates.

@@ -40,6 +40,7 @@ fn owner(iface: &str, owner: &str, mode: &str) -> OwnerView {
         pid: Some(7),
         adopted: false,
         replaced: false,
+        followed: false,
         groups: 1,
         sources: 2,
     }
