@@ -102,6 +102,8 @@ pub enum ControllerError {
     /// needs).
     #[error("following the interface: {0}")]
     Follow(#[source] crate::follow::FollowError),
+    #[error("{0}")]
+    FollowCapabilities(String),
     #[error("msfilter already owns {iface} ({mode} mode){}; detach it first", if *.followed { ", followed" } else { "" })]
     FollowChange {
         iface: String,

@@ -120,6 +120,8 @@ impl Controller {
                 }
             }
             None => {
+                crate::doctor::capabilities::check_follow()
+                    .map_err(ControllerError::FollowCapabilities)?;
                 let options = FollowOptions {
                     interfaces: [ifindex].into(),
                     ..FollowOptions::default()

@@ -88,6 +88,7 @@ fn error_reply(refusal: &Refusal) -> ErrorReply {
             | C::FollowChange { .. }
             | C::NoConfig => ErrorKind::State,
             C::Follow(_) => ErrorKind::Datapath,
+            C::FollowCapabilities(_) => ErrorKind::Permission,
         },
     };
     let errno = match refusal {

@@ -441,14 +441,27 @@ pub(super) fn daemon_capabilities(mask: u64) -> Finding {
             "give it CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (the unit's CapabilityBoundingSet)",
         );
     }
+    let follow: Vec<&str> = capabilities::missing_for_follow(mask)
+        .iter()
+        .map(|(c, _)| c.name)
+        .collect();
+    let follow = if follow.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; follow mode (attach --follow) also needs {}",
+            follow.join(" and ")
+        )
+    };
     if capabilities::CAP_SYS_ADMIN.held_in(mask) {
-        Finding::ok(CHECK, format!("{held}: everything msfilter does"))
+        Finding::ok(CHECK, format!("{held}: everything msfilter does{follow}"))
     } else {
         Finding::ok(
             CHECK,
             format!(
                 "{held}: enough to filter; without CAP_SYS_ADMIN other XDP programs are shown \
-                 without names and `attach --replace` cannot remove another tool's program"
+                 without names and `attach --replace` cannot remove another tool's program\
+                 {follow}"
             ),
         )
     }

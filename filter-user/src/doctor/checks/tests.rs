@@ -233,6 +233,16 @@ fn capabilities_of_the_daemon() {
     let f = daemon_capabilities(0x40_0000_1000);
     assert_eq!(f.status, Status::Fail);
     assert!(f.found.contains("lacks CAP_BPF"), "{f:?}");
+    // Follow mode's own needs are noted, not failed.
+    let f = daemon_capabilities(0xc0_0000_1000);
+    assert!(
+        f.found.contains(
+            "follow mode (attach --follow) also needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+        ),
+        "{f:?}"
+    );
+    let f = daemon_capabilities(0xc0_0008_1004);
+    assert!(!f.found.contains("follow mode"), "{f:?}");
 }
 
 #[test]
