@@ -973,6 +973,7 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ConfigDiff {
+                follow: vec![],
                 attach: vec![],
                 release: vec![],
                 groups: vec![
@@ -1004,6 +1005,7 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ConfigDiff {
+                follow: vec![],
                 attach: vec![
                     ("eth1".to_owned(), Some(AttachMode::Driver)),
                     ("eth2".to_owned(), None)
@@ -1026,6 +1028,7 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ConfigDiff {
+                follow: vec![],
                 attach: vec![],
                 release: vec!["eth1".to_owned()],
                 groups: vec![
@@ -1046,6 +1049,7 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ConfigDiff {
+                follow: vec![],
                 attach: vec![
                     ("eth1".to_owned(), Some(AttachMode::Skb)),
                     ("eth2".to_owned(), Some(AttachMode::Driver)),
