@@ -104,7 +104,11 @@ pub enum ControllerError {
     Follow(#[source] crate::follow::FollowError),
     #[error("{0}")]
     FollowCapabilities(String),
-    #[error("msfilter already owns {iface} ({mode} mode){}; detach it first", if *.followed { ", followed" } else { "" })]
+    #[error(
+        "msfilter owns {iface} ({mode} mode){}; --replace swaps the program and keeps the rest \
+         (attach --follow without --replace follows an owned interface)",
+        if *.followed { ", followed" } else { "" }
+    )]
     FollowChange {
         iface: String,
         mode: AttachMode,

@@ -47,7 +47,8 @@ impl Controller {
                     mode: current,
                 });
             }
-            if follow != followed {
+            // A replacement keeps the interface followed or not; it cannot start following.
+            if follow && !followed {
                 return Err(ControllerError::FollowChange {
                     iface: name,
                     mode: current,
