@@ -470,6 +470,7 @@ fn restart(tag: &str, family: Family) {
     let want = filter(Mode::Exclude, &[unwanted]);
     wait_enforced(&daemon, plan.group, &want, 2);
 
+    let dropped_before = dropped(&daemon);
     let stop = Arc::new(AtomicBool::new(false));
     let mut send = senders(&link, &plan);
     let streaming = {
@@ -512,7 +513,15 @@ fn restart(tag: &str, family: Family) {
     assert_eq!(
         received(&app),
         [(wanted, sent)].into(),
-        "{family}: every wanted datagram, no excluded one, across the SIGKILL and restart"
+        "{family}: every wanted datagram across the SIGKILL and restart"
+    );
+    // The application's socket would drop the excluded source itself: XDP's counters
+    // (pinned, they survive the restart) show that XDP dropped every one of them, while the
+    // daemon was away and while the restarted one proved the group again.
+    assert_eq!(
+        dropped(&daemon) - dropped_before,
+        sent,
+        "{family}: XDP dropped every excluded datagram across the SIGKILL and restart"
     );
     // Still following: the application's next change reaches XDP.
     app.apply(
