@@ -799,6 +799,7 @@ impl Controller {
                     reason: u.reason.clone(),
                 })
                 .collect(),
+            follow: self.follow_stats(),
         })
     }
 }

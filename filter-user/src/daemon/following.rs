@@ -30,7 +30,7 @@ use msfilter_common::GroupKey;
 
 use super::{
     controller::{Controller, ControllerError, Ownership, Result},
-    report::{FilterView, FollowedGroupView, FollowedSocketView},
+    report::{FilterView, FollowStatsView, FollowedGroupView, FollowedSocketView},
 };
 use crate::{
     follow::{Completeness, FollowOptions, Follower, socket_cookie},
@@ -286,6 +286,24 @@ impl Controller {
             }
         });
         signal.send_replace(drive);
+    }
+
+    /// The follower's counters, while it runs.
+    pub(super) fn follow_stats(&self) -> Option<FollowStatsView> {
+        let f = &self.follow.as_ref()?.follower;
+        let stats = f.stats();
+        Some(FollowStatsView {
+            interfaces: f.interfaces().iter().map(|i| iface::label(*i)).collect(),
+            groups: f.groups().count() as u32,
+            complete: f.groups().filter(|g| g.completeness.is_complete()).count() as u32,
+            sockets: f.sockets().count() as u32,
+            events: stats.events,
+            reads: stats.reads,
+            scans: stats.scans,
+            unreachable: stats.unreachable,
+            lost: stats.hooks.lost,
+            untracked: stats.hooks.untracked,
+        })
     }
 
     /// The followed groups among `keys`, with the sockets that contribute (for `list`).

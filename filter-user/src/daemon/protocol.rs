@@ -17,8 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 pub use super::report::{
     AttachOutcome, Attached, AttachmentView, CounterView, Detached, FilterReport, FilterView,
-    FollowedGroupView, FollowedSocketView, GroupEntry, OwnerView, Page, ReasonCount, Reloaded,
-    Replaced, SourceEntry, StatsView,
+    FollowStatsView, FollowedGroupView, FollowedSocketView, GroupEntry, OwnerView, Page,
+    ReasonCount, Reloaded, Replaced, SourceEntry, StatsView,
 };
 use crate::datapath::AttachMode;
 pub use crate::sockopt::Request as MembershipRequest;

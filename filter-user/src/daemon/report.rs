@@ -170,6 +170,31 @@ pub struct StatsView {
     /// next request for that group).
     #[serde(default)]
     pub unrestored: Vec<UnrestoredView>,
+    /// Follow mode, while an interface is followed: what the follower did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowStatsView>,
+}
+
+/// The follower's counters (`msfilter stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowStatsView {
+    /// The followed interfaces.
+    pub interfaces: Vec<String>,
+    /// Groups with a known member, and of them those proven complete.
+    pub groups: u32,
+    pub complete: u32,
+    /// Sockets known (that used a membership option).
+    pub sockets: u32,
+    /// Events taken from the hooks, socket reads, full scans.
+    pub events: u64,
+    pub reads: u64,
+    pub scans: u64,
+    /// Sockets reported but found in no process (their groups pass every source).
+    pub unreachable: u64,
+    /// Events the ring buffer lost (each forces a rescan), options on sockets the hooks
+    /// could not track.
+    pub lost: u64,
+    pub untracked: u64,
 }
 
 /// A persisted membership that could not be restored as persisted.

@@ -249,6 +249,16 @@ fn unmodified_receiver(tag: &str, family: Family) {
         "{text}"
     );
 
+    let stats = daemon.cli_json(&["stats", "-j"]);
+    let f = &stats["follow"];
+    assert_eq!(f["interfaces"], Value::from(vec!["rx0"]), "{stats}");
+    assert_eq!(
+        (&f["groups"], &f["complete"]),
+        (&Value::from(1), &Value::from(1)),
+        "{f}"
+    );
+    assert!(f["events"].as_u64().unwrap() >= 2, "{f}");
+
     let mut send = senders(&link, &plan);
     let before = dropped(&daemon);
     send_each(&mut send[..3], PER_SOURCE);
@@ -289,6 +299,9 @@ fn unmodified_receiver(tag: &str, family: Family) {
     assert!(entry(&daemon, plan.group).is_none());
     let owner = daemon.cli_json(&["owner", "rx0", "-j"]);
     assert_eq!(owner["followed"], false, "{owner}");
+    // The last followed interface gone, the follower (and its hooks) stopped.
+    let stats = daemon.cli_json(&["stats", "-j"]);
+    assert!(stats.get("follow").is_none(), "{stats}");
     // Not followed any more: the application's next change writes nothing.
     app.apply(
         plan.group,

@@ -362,6 +362,23 @@ fn stats_lines(out: &mut impl io::Write, stats: &StatsView) -> io::Result<()> {
             u.client, u.group, u.iface, u.reason
         )?;
     }
+    if let Some(f) = &stats.follow {
+        writeln!(
+            out,
+            "following {}: {} groups ({} complete), {} sockets; {} events, {} reads, {} scans, \
+             {} unreachable, {} events lost, {} untracked",
+            f.interfaces.join(", "),
+            f.groups,
+            f.complete,
+            f.sockets,
+            f.events,
+            f.reads,
+            f.scans,
+            f.unreachable,
+            f.lost,
+            f.untracked
+        )?;
+    }
     writeln!(
         out,
         "{:<34} {:<5} {:>14} {:>16}",
