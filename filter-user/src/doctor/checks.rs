@@ -225,7 +225,9 @@ pub fn evaluate(facts: &Facts) -> Report {
     if let Some(view) = facts.daemon.view() {
         let kernel_groups =
             igmp.and_then(|v4| igmp6.map(|v6| v4.groups.into_iter().chain(v6).collect::<Vec<_>>()));
-        out.extend(outside_members(&view.groups, kernel_groups.as_deref()));
+        let (managed, followed) = split_followed(view);
+        out.extend(outside_members(&managed, kernel_groups.as_deref()));
+        out.extend(followed);
     }
     Report::new(out)
 }
@@ -967,6 +969,36 @@ pub(super) fn rp_filter(iface: &Interface, all: &Sysctl) -> Option<Finding> {
         v => Finding::ok(CHECK, format!("rp_filter = {v}")),
     };
     Some(finding.about(name.clone()))
+}
+
+/// The managed groups of interfaces that are not followed, and a finding per followed
+/// interface: there XDP enforces the merge of every socket (follow mode), so sockets joined
+/// outside msfilter are members like msfilter's own.
+pub(super) fn split_followed(view: &DaemonView) -> (Vec<ManagedGroup>, Vec<Finding>) {
+    let followed: BTreeSet<&str> = view
+        .owners
+        .iter()
+        .filter(|o| o.followed)
+        .map(|o| o.iface.as_str())
+        .collect();
+    let managed = view
+        .groups
+        .iter()
+        .filter(|g| !followed.contains(g.iface.as_str()))
+        .cloned()
+        .collect();
+    let findings = followed
+        .iter()
+        .map(|iface| {
+            Finding::ok(
+                "outside-members",
+                "followed: XDP enforces the merge of every socket here, msfilter's clients and \
+                 the others alike",
+            )
+            .about((*iface).to_string())
+        })
+        .collect();
+    (managed, findings)
 }
 
 /// Managed groups against the kernel's groups (`Err`: why those could not be read).

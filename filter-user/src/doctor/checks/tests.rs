@@ -595,6 +595,37 @@ fn sockets_joined_outside_msfilter() {
 }
 
 #[test]
+fn groups_of_followed_interfaces_are_not_outside_members() {
+    let mut followed = owner("rx0", "msfilter", "driver");
+    followed.followed = true;
+    let view = DaemonView {
+        socket: "/run/msfilter.sock".into(),
+        pid: Some(7),
+        capabilities: None,
+        clients: 1,
+        groups: vec![
+            group("rx0", "232.1.1.1", Mode::Exclude, 0, 1),
+            group("rx1", "232.1.1.2", Mode::Exclude, 0, 1),
+        ],
+        owners: vec![followed, owner("rx1", "msfilter", "driver")],
+        problems: vec![],
+    };
+    let (managed, findings) = split_followed(&view);
+    assert_eq!(
+        managed,
+        vec![group("rx1", "232.1.1.2", Mode::Exclude, 0, 1)]
+    );
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].status, Status::Ok);
+    assert_eq!(findings[0].subject.as_deref(), Some("rx0"));
+    assert!(
+        findings[0].found.starts_with("followed"),
+        "{:?}",
+        findings[0]
+    );
+}
+
+#[test]
 fn the_report_in_json() {
     let mut facts = healthy();
     facts.sysctls.rp_filter_all = Sysctl::Value(1);
