@@ -287,7 +287,13 @@ fn unmodified_receiver(tag: &str, family: Family) {
         OptionSet::ProtocolIndependent,
     )
     .unwrap();
+    let changed = Instant::now();
     wait_enforced(&daemon, plan.group, &filter(Mode::Exclude, &[]), 1);
+    println!(
+        "{family}: setsockopt → `msfilter list` shows the new filter: {:?} (list polled every \
+         20 ms)",
+        changed.elapsed()
+    );
     let before = dropped(&daemon);
     send_each(&mut send[1..2], PER_SOURCE);
     assert_eq!(dropped(&daemon) - before, 0);
