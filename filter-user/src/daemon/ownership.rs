@@ -29,7 +29,7 @@ impl Controller {
             name,
         } = iface::resolve(iface)?;
         if let Some(current) = self.datapath.attachment(ifindex).map(|a| a.mode) {
-            let followed = self.follows(ifindex);
+            let followed = self.follows_now(ifindex);
             if follow && !followed && !replace {
                 // Owned already: the follower takes over its entries.
                 if mode.is_some_and(|m| m != current) {
@@ -79,7 +79,7 @@ impl Controller {
         if object.is_some() {
             return Err(ControllerError::ObjectWithoutOwner);
         }
-        let newly_followed = follow && !self.follows(ifindex);
+        let newly_followed = follow && !self.follows_now(ifindex);
         if newly_followed {
             // Before the entries are filled: the follower's merge is what they hold.
             self.start_following(ifindex)?;
@@ -120,7 +120,7 @@ impl Controller {
     /// Make the follower the writer of an owned interface's entries: follow it, replace the
     /// clients' merge there by the follower's, persist.
     pub(super) fn follow_interface(&mut self, ifindex: u32, name: &str) -> Result<()> {
-        if !self.follows(ifindex) || self.follow.is_none() {
+        if !self.follows_now(ifindex) {
             self.start_following(ifindex)?;
         }
         self.followed.insert(name.to_string());
