@@ -506,6 +506,33 @@ mod tests {
     }
 
     #[test]
+    fn attach_follow_is_optional_and_strict() {
+        let decode = |json: &str| decode_request(json.as_bytes());
+        let follow = |json: &str| match decode(json) {
+            Ok(Request::Attach { follow, .. }) => follow,
+            other => panic!("{json}: {other:?}"),
+        };
+        assert!(follow(
+            r#"{"version":1,"request":"attach","iface":"eth1","follow":true}"#
+        ));
+        assert!(!follow(
+            r#"{"version":1,"request":"attach","iface":"eth1"}"#
+        ));
+        let message = decode(r#"{"version":1,"request":"attach","iface":"eth1","folow":true}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("unknown field `folow` in a attach request (its fields: ")
+                && message.contains("follow"),
+            "{message}"
+        );
+        assert!(matches!(
+            decode(r#"{"version":1,"request":"attach","iface":"eth1","follow":"yes"}"#),
+            Err(DecodeError::Shape(_))
+        ));
+    }
+
+    #[test]
     fn misspelt_fields_are_named_with_the_fields_the_request_has() {
         let message = |json: &str| decode_request(json.as_bytes()).unwrap_err().to_string();
         // Taken as a detach without keep, before.
