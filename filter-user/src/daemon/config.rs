@@ -499,6 +499,13 @@ mod tests {
             interfaces: BTreeMap::from([
                 ("eth1".to_owned(), eth1),
                 ("eth2".to_owned(), InterfaceConfig::default()),
+                (
+                    "eth3".to_owned(),
+                    InterfaceConfig {
+                        follow: true,
+                        ..InterfaceConfig::default()
+                    },
+                ),
             ]),
         }
     }
@@ -1005,10 +1012,11 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ConfigDiff {
-                follow: vec![],
+                follow: vec![("eth3".to_owned(), true)],
                 attach: vec![
                     ("eth1".to_owned(), Some(AttachMode::Driver)),
-                    ("eth2".to_owned(), None)
+                    ("eth2".to_owned(), None),
+                    ("eth3".to_owned(), None)
                 ],
                 release: vec![],
                 groups: new.interfaces["eth1"]
