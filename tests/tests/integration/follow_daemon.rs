@@ -560,6 +560,14 @@ fn restart(tag: &str, family: Family) {
         &filter(Mode::Include, &[unwanted, narrower]),
         2,
     );
+
+    // The application leaves while the daemon is away: the restarted daemon proves the group
+    // again with the one member left (msfilter's client) and narrows XDP to its filter.
+    daemon.kill9();
+    app.close();
+    daemon.restart().unwrap();
+    let e = wait_enforced(&daemon, plan.group, &filter(Mode::Include, &[narrower]), 1);
+    assert_eq!(e["follow"]["sockets"][0]["origin"], "client", "{e}");
 }
 
 #[test]
