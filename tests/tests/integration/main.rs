@@ -14,6 +14,7 @@ mod doctor;
 mod end_to_end;
 mod explain;
 mod follow;
+mod follow_daemon;
 mod follow_differential;
 mod follow_latency;
 mod follow_traffic;

@@ -117,6 +117,11 @@ enum Command {
         /// daemon; default: the daemon's own program).
         #[arg(long, requires = "replace")]
         object: Option<PathBuf>,
+        /// Follow IFACE: XDP enforces the merge of every socket there, read from the kernel
+        /// (applications unchanged), instead of the merge of msfilter's clients. Needs
+        /// CAP_SYS_PTRACE besides the daemon's usual capabilities (docs/follow.md).
+        #[arg(long)]
+        follow: bool,
     },
     /// Release IFACE: detach the program and delete its entries (memberships stay).
     Detach {
@@ -310,8 +315,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::List { iface, group, page } => {
             let mut c = Client::connect(&socket).await?;
             let mut list = output::List::new(json);
-            c.list(ListFilter { iface, group }, Some(page), |entries| {
-                list.page(&entries);
+            c.list_pages(ListFilter { iface, group }, Some(page), |page| {
+                list.page(&page.entries, &page.followed);
             })
             .await?;
             list.finish()
@@ -331,11 +336,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             mode,
             replace,
             object,
+            follow,
         } => {
             let object = object.map(|p| p.to_string_lossy().into_owned());
             let reply = mutate(socket, client)
                 .await?
-                .attach(&iface, mode, replace, object.as_deref())
+                .attach_following(&iface, mode, replace, object.as_deref(), follow)
                 .await?;
             out.attached(&reply)
         }

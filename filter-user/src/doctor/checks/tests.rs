@@ -40,6 +40,7 @@ fn owner(iface: &str, owner: &str, mode: &str) -> OwnerView {
         pid: Some(7),
         adopted: false,
         replaced: false,
+        followed: false,
         groups: 1,
         sources: 2,
     }
@@ -233,6 +234,16 @@ fn capabilities_of_the_daemon() {
     let f = daemon_capabilities(0x40_0000_1000);
     assert_eq!(f.status, Status::Fail);
     assert!(f.found.contains("lacks CAP_BPF"), "{f:?}");
+    // Follow mode's own needs are noted, not failed.
+    let f = daemon_capabilities(0xc0_0000_1000);
+    assert!(
+        f.found.contains(
+            "follow mode (attach --follow) also needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+        ),
+        "{f:?}"
+    );
+    let f = daemon_capabilities(0xc0_0008_1004);
+    assert!(!f.found.contains("follow mode"), "{f:?}");
 }
 
 #[test]
@@ -582,6 +593,37 @@ fn sockets_joined_outside_msfilter() {
     let out = outside_members(&many, Ok(&[]));
     assert_eq!(out.len(), 21);
     assert!(out[20].found.starts_with("10 more groups"), "{:?}", out[20]);
+}
+
+#[test]
+fn groups_of_followed_interfaces_are_not_outside_members() {
+    let mut followed = owner("rx0", "msfilter", "driver");
+    followed.followed = true;
+    let view = DaemonView {
+        socket: "/run/msfilter.sock".into(),
+        pid: Some(7),
+        capabilities: None,
+        clients: 1,
+        groups: vec![
+            group("rx0", "232.1.1.1", Mode::Exclude, 0, 1),
+            group("rx1", "232.1.1.2", Mode::Exclude, 0, 1),
+        ],
+        owners: vec![followed, owner("rx1", "msfilter", "driver")],
+        problems: vec![],
+    };
+    let (managed, findings) = split_followed(&view);
+    assert_eq!(
+        managed,
+        vec![group("rx1", "232.1.1.2", Mode::Exclude, 0, 1)]
+    );
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].status, Status::Ok);
+    assert_eq!(findings[0].subject.as_deref(), Some("rx0"));
+    assert!(
+        findings[0].found.starts_with("followed"),
+        "{:?}",
+        findings[0]
+    );
 }
 
 #[test]
