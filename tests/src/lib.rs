@@ -21,9 +21,11 @@
 //! * [`apps`]: unmodified applications (plain libc sockets, python3) that join groups
 //!   with their own socket options.
 //! * [`followed`]: the follower in a namespace, and the kernel's view to hold it to.
+//! * [`follow_cost`]: follow mode's latency and hook cost, for the test and the benchmark.
 pub mod apps;
 pub mod capture;
 pub mod daemon;
+pub mod follow_cost;
 pub mod followed;
 pub mod foreign;
 pub mod inject;
