@@ -1,0 +1,155 @@
+//! What the trace capability costs when it is off: msfilter's drop path as the product
+//! loads it (`Datapath::load`) against the same object loaded with the read-only global
+//! `MSF_TRACE_CAPABLE` set to 0, with which the verifier removes the trace path. Both
+//! programs share the same maps (pinned in a directory of the benchmark's own) and run the
+//! same cached frame through BPF_PROG_TEST_RUN, interleaved round after round.
+//!
+//! An object without the global cannot be loaded with it (`must_exist`): that is reported as
+//! "not in this object", not as a number.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, ensure};
+use aya::{
+    EbpfLoader,
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use msfilter::{
+    datapath::{Capacities, Datapath, LoadOptions, OBJECT},
+    policy::GroupFilter,
+};
+use msfilter_common::{
+    GroupKey, Mode,
+    limits::{GROUPS_MAP, PROGRAM_NAME, REASONS_MAP, SOURCES_MAP},
+};
+use serde::Serialize;
+
+use crate::{
+    frames::{Shape, udp},
+    median,
+    program_cost::{group, source},
+};
+
+/// The load-time global that compiles the trace path in (1) or out (0).
+pub const GLOBAL: &str = "MSF_TRACE_CAPABLE";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceRow {
+    pub shape: Shape,
+    /// ns per run, median over rounds, of the program as the product loads it.
+    pub as_loaded_ns: f64,
+    /// The same with the global set to 0.
+    pub off_ns: f64,
+    pub rounds_as_loaded: Vec<f64>,
+    pub rounds_off: Vec<f64>,
+}
+
+impl TraceRow {
+    /// What the capability costs when off: as loaded minus compiled out.
+    pub fn difference(&self) -> f64 {
+        self.as_loaded_ns - self.off_ns
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub enum TraceCost {
+    /// The object has no such global (the loader refused to set it).
+    NotInObject,
+    Measured(Vec<TraceRow>),
+}
+
+/// Whether a load error says the object lacks the global.
+pub fn is_missing_global(e: &aya::EbpfError) -> bool {
+    matches!(
+        e,
+        aya::EbpfError::ParseError(aya_obj::ParseError::SymbolNotFound { name }) if name == GLOBAL
+    )
+}
+
+/// A pin directory that is removed again, also on an early return.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn run(rounds: usize) -> Result<TraceCost> {
+    const REPEAT: u32 = 200_000;
+    const PAIRS: u32 = 1_000;
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/msfbench-trace-{}",
+        std::process::id()
+    )));
+    let capacities = Capacities {
+        max_groups: 4,
+        max_sources: 2 * PAIRS,
+    };
+    let mut dp = Datapath::load(&LoadOptions {
+        capacities,
+        pin_dir: Some(pins.0.clone()),
+    })?;
+    let families = [Shape::Ipv4, Shape::Ipv6];
+    dp.set_filters(families.iter().map(|&family| {
+        (
+            GroupKey::new(1, group(family, 0)),
+            Some(GroupFilter::new(
+                Mode::Exclude,
+                (0..PAIRS).map(|s| source(family, s, true)),
+            )),
+        )
+    }))?;
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(GROUPS_MAP, capacities.max_groups)
+        .map_max_entries(SOURCES_MAP, capacities.max_sources)
+        // `override_global` is aya 0.14's name for `set_global`; must_exist = true.
+        .override_global(GLOBAL, &0u8, true);
+    for map in [GROUPS_MAP, SOURCES_MAP, REASONS_MAP] {
+        loader.map_pin_path(map, pins.0.join(map));
+    }
+    let mut off = match loader.load(OBJECT) {
+        Err(e) if is_missing_global(&e) => {
+            dp.shutdown(false);
+            return Ok(TraceCost::NotInObject);
+        }
+        r => r.context("loading msfilter's object with the trace path compiled out")?,
+    };
+    let program: &mut Xdp = off
+        .program_mut(PROGRAM_NAME)
+        .and_then(|p| p.try_into().ok())
+        .context("no XDP program in msfilter's object")?;
+    program
+        .load()
+        .context("loading the program without trace")?;
+    let program: &Xdp = program;
+    let mut rows = Vec::new();
+    for family in families {
+        let frame = udp(family, &group(family, 0), &source(family, PAIRS / 2, true));
+        let mut loaded = Vec::new();
+        let mut without = Vec::new();
+        for _ in 0..rounds {
+            let (action, t) = dp.test_run_repeat(&frame, None, REPEAT)?;
+            ensure!(action == 1, "msfilter as loaded did not drop");
+            loaded.push(t.as_nanos() as f64);
+            let r = program.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: REPEAT,
+                ..TestRunOptions::default()
+            })?;
+            ensure!(r.return_value == 1, "msfilter without trace did not drop");
+            without.push(r.duration.as_nanos() as f64);
+        }
+        rows.push(TraceRow {
+            shape: family,
+            as_loaded_ns: median(&loaded),
+            off_ns: median(&without),
+            rounds_as_loaded: loaded,
+            rounds_off: without,
+        });
+    }
+    drop(off);
+    dp.shutdown(false);
+    Ok(TraceCost::Measured(rows))
+}
