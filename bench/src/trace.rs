@@ -174,8 +174,7 @@ mod tests {
         let err = EbpfLoader::new()
             .override_global(NO_SUCH, &0u8, true)
             .load(OBJECT)
-            .err()
-            .expect("the object has no such global");
+            .expect_err("the object has no such global");
         assert!(is_missing_global(&err, NO_SUCH), "{err}");
         assert!(!is_missing_global(&err, GLOBAL));
         let TraceCost::NotInObject = compare(NO_SUCH, true, 1).unwrap() else {
