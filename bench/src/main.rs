@@ -88,6 +88,8 @@ fn main() -> Result<()> {
     eprintln!("msfilter benchmark ({command})");
 
     let wanted = |p: Phase| args.only.is_empty() || args.only.contains(&p);
+    let started = std::time::Instant::now();
+    let lap = |phase: &str| eprintln!("  {phase} done at {:.0} s", started.elapsed().as_secs_f64());
     eprintln!("program cost…");
     let costs = if !wanted(Phase::Cost) {
         Vec::new()
@@ -104,6 +106,7 @@ fn main() -> Result<()> {
     } else {
         None
     };
+    lap("program cost");
     eprintln!("live path…");
     let lives = if !wanted(Phase::Live) {
         live::LiveReport::default()
@@ -115,6 +118,7 @@ fn main() -> Result<()> {
             sizes: vec![1, 1_000, 100_000],
         })?
     };
+    lap("live path");
     eprintln!("scaling…");
     let scaling = if !wanted(Phase::Scaling) {
         Vec::new()
@@ -125,6 +129,7 @@ fn main() -> Result<()> {
             cpus,
         })?
     };
+    lap("scaling");
     eprintln!("control plane…");
     let control = if !wanted(Phase::Control) {
         None
@@ -132,6 +137,7 @@ fn main() -> Result<()> {
         Some(control::run(&control::Settings { requests: 10_000 })?)
     };
 
+    lap("control plane");
     let program = {
         let dp = msfilter::datapath::Datapath::load(&Default::default())?;
         let size = dp.program_size()?;
