@@ -171,17 +171,20 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// Where msfilter's cycles went in the live path (one pair, plain profile): `perf record`
-/// samples on the measuring CPU during a run of msfilter's drop path.
+/// Where msfilter's CPU time went in the live path (one pair, plain profile): `perf record`
+/// of `cpu-clock` on the measuring CPU during a run of msfilter's drop path, per frame.
 #[derive(Clone, Debug, Serialize)]
 pub struct Profiled {
     pub shape: Shape,
     pub samples: u64,
-    /// Share of the samples in the kernel's hash-table code (`htab` symbols).
-    pub hash_share: f64,
-    /// Share in msfilter's own program (its `bpf_prog_…_msfilter` symbol).
-    pub program_share: f64,
-    /// The symbols with the most samples, with their shares.
+    pub frames: u64,
+    /// ns per frame in the kernel's hash-table code (`htab` symbols).
+    pub hash_ns: f64,
+    /// ns per frame in msfilter's own program (its `bpf_prog_…_msfilter` symbol).
+    pub program_ns: f64,
+    /// ns per frame on the CPU outside the idle loop (the whole path, generator included).
+    pub busy_ns: f64,
+    /// The symbols with the most time, with their shares of the busy time.
     pub top: Vec<(String, f64)>,
 }
 
@@ -846,18 +849,22 @@ fn record(bed: &mut Bed, policy: Policy, settings: &Settings) -> Result<Option<P
         drop(setup);
         return Ok(None);
     };
-    send(bed, &frame, settings.cpu, settings.frames.saturating_mul(2))?;
+    let frames = settings.frames.saturating_mul(2);
+    send(bed, &frame, settings.cpu, frames)?;
     let symbols = recording.stop_record();
     drop(setup);
     let Some(symbols) = symbols else {
         return Ok(None);
     };
     let summary = perf::summarise(&symbols);
+    let per_frame = |ns: u64| ns as f64 / f64::from(frames);
     Ok(Some(Profiled {
         shape,
         samples: summary.samples,
-        hash_share: summary.hash_share,
-        program_share: summary.program_share,
+        frames: u64::from(frames),
+        hash_ns: per_frame(summary.hash_ns),
+        program_ns: per_frame(summary.program_ns),
+        busy_ns: per_frame(summary.busy_ns),
         top: summary.top,
     }))
 }

@@ -39,13 +39,14 @@ impl Perf {
         Some(Self { child, data: None })
     }
 
-    /// `perf record` sampling `cpu`.
+    /// `perf record` sampling `cpu` on the `cpu-clock` event (a software event, so it works
+    /// without hardware counters), whose period is CPU time in ns.
     pub fn record(cpu: usize) -> Option<Self> {
         let data = std::env::temp_dir().join(format!("msfbench-perf-{}.data", std::process::id()));
         let _ = std::fs::remove_file(&data);
         let child = spawn(
             Command::new("perf")
-                .args(["record", "-q", "-F", "10000", "-C"])
+                .args(["record", "-q", "-e", "cpu-clock", "-F", "10000", "-C"])
                 .arg(cpu.to_string())
                 .arg("-o")
                 .arg(&data),
@@ -87,8 +88,8 @@ impl Perf {
         })
     }
 
-    /// Stop `perf record`; the symbols with their sample counts.
-    pub fn stop_record(self) -> Option<Vec<(String, u64)>> {
+    /// Stop `perf record`; the symbols with their samples and periods (ns of CPU time).
+    pub fn stop_record(self) -> Option<Vec<Symbol>> {
         let (_, data) = self.interrupt()?;
         let data = data?;
         let out = Command::new("perf")
@@ -122,49 +123,75 @@ pub fn parse_stat(text: &str) -> Option<(f64, f64)> {
     Some((count("instructions")?, count("cycles")?))
 }
 
-/// `perf report --stdio -n --sort sym` lines: `  12.96%  267  [k] symbol`.
-pub fn parse_report(text: &str) -> Vec<(String, u64)> {
+/// One symbol of a `perf report`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Symbol {
+    pub name: String,
+    pub samples: u64,
+    /// The event's period summed: with `cpu-clock`, ns of CPU time.
+    pub period: u64,
+}
+
+/// `perf report --stdio -F overhead,sample,period,sym` lines: `12.96%  267  26700000  [k] sym`.
+pub fn parse_report(text: &str) -> Vec<Symbol> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .filter_map(|l| {
             let mut parts = l.split_whitespace();
             parts.next()?.strip_suffix('%')?;
             let samples: u64 = parts.next()?.parse().ok()?;
+            let period: u64 = parts.next()?.parse().ok()?;
             let _space = parts.next()?; // [k] or [.]
-            let symbol = parts.collect::<Vec<_>>().join(" ");
-            (!symbol.is_empty()).then_some((symbol, samples))
+            let name = parts.collect::<Vec<_>>().join(" ");
+            (!name.is_empty()).then_some(Symbol {
+                name,
+                samples,
+                period,
+            })
         })
         .collect()
 }
 
-/// Where the samples fell.
+/// Where the CPU time of a recording went.
 #[derive(Debug, PartialEq)]
 pub struct Summary {
     pub samples: u64,
-    /// The kernel's hash-table code (`htab` in the symbol).
-    pub hash_share: f64,
-    /// msfilter's own program (`bpf_prog_<tag>_msfilter`).
-    pub program_share: f64,
-    /// The five symbols with most samples.
+    /// ns in the kernel's hash-table code (`htab` in the symbol).
+    pub hash_ns: u64,
+    /// ns in msfilter's own program (`bpf_prog_<tag>_msfilter`).
+    pub program_ns: u64,
+    /// ns in everything but the idle loop.
+    pub busy_ns: u64,
+    /// The five symbols with most time, with their shares of the busy time.
     pub top: Vec<(String, f64)>,
 }
 
-pub fn summarise(symbols: &[(String, u64)]) -> Summary {
-    let samples: u64 = symbols.iter().map(|(_, n)| n).sum();
-    let share = |f: &dyn Fn(&str) -> bool| -> f64 {
-        let n: u64 = symbols.iter().filter(|(s, _)| f(s)).map(|(_, n)| n).sum();
-        n as f64 / samples.max(1) as f64
+fn is_idle(name: &str) -> bool {
+    ["idle", "safe_halt", "cpuidle"]
+        .iter()
+        .any(|p| name.contains(p))
+}
+
+pub fn summarise(symbols: &[Symbol]) -> Summary {
+    let sum = |f: &dyn Fn(&str) -> bool| -> u64 {
+        symbols
+            .iter()
+            .filter(|s| f(&s.name))
+            .map(|s| s.period)
+            .sum()
     };
-    let mut sorted = symbols.to_vec();
-    sorted.sort_by_key(|b| std::cmp::Reverse(b.1));
+    let busy_ns = sum(&|s| !is_idle(s));
+    let mut sorted: Vec<&Symbol> = symbols.iter().filter(|s| !is_idle(&s.name)).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.period));
     Summary {
-        samples,
-        hash_share: share(&|s| s.contains("htab")),
-        program_share: share(&|s| s.starts_with("bpf_prog_") && s.ends_with("_msfilter")),
+        samples: symbols.iter().map(|s| s.samples).sum(),
+        hash_ns: sum(&|s| s.contains("htab")),
+        program_ns: sum(&|s| s.starts_with("bpf_prog_") && s.ends_with("_msfilter")),
+        busy_ns,
         top: sorted
             .into_iter()
             .take(5)
-            .map(|(s, n)| (s, n as f64 / samples.max(1) as f64))
+            .map(|s| (s.name.clone(), s.period as f64 / busy_ns.max(1) as f64))
             .collect(),
     }
 }
@@ -174,19 +201,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn report_lines_are_parsed_and_shares_follow_the_samples() {
+    fn report_lines_are_parsed_and_time_is_summed_by_kind() {
         let text = "# Samples: 1K of event 'cpu-clock'\n#\n\
-                    \x20   40.00%           400  [k] bpf_prog_0123456789abcdef_msfilter\n\
-                    \x20   30.00%           300  [k] __htab_map_lookup_elem\n\
-                    \x20   20.00%           200  [k] veth_xdp_rcv\n\
-                    \x20   10.00%           100  [.] main\n\n";
+                    \x20   40.00%   400   40000000  [k] bpf_prog_0123456789abcdef_msfilter\n\
+                    \x20   30.00%   300   30000000  [k] __htab_map_lookup_elem\n\
+                    \x20   20.00%   200   20000000  [k] veth_xdp_rcv\n\
+                    \x20    5.00%    50    5000000  [k] pv_native_safe_halt\n\
+                    \x20    5.00%    50    5000000  [.] main\n\n";
         let symbols = parse_report(text);
-        assert_eq!(symbols.len(), 4);
+        assert_eq!(symbols.len(), 5);
+        assert_eq!(symbols[1].period, 30_000_000);
         let s = summarise(&symbols);
         assert_eq!(s.samples, 1000);
-        assert!((s.hash_share - 0.3).abs() < 1e-9);
-        assert!((s.program_share - 0.4).abs() < 1e-9);
+        assert_eq!(s.hash_ns, 30_000_000);
+        assert_eq!(s.program_ns, 40_000_000);
+        // The idle loop is not busy time.
+        assert_eq!(s.busy_ns, 95_000_000);
         assert_eq!(s.top[0].0, "bpf_prog_0123456789abcdef_msfilter");
+        assert!(s.top.iter().all(|(n, _)| !n.contains("halt")));
     }
 
     #[test]

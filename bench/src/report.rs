@@ -354,14 +354,16 @@ pub fn breakdown(r: &Report) -> Vec<String> {
         if let Some(p) = r.live.profiled.iter().find(|p| p.shape == shape) {
             let _ = write!(
                 s,
-                " perf record ({} samples on the measuring CPU during msfilter's run): {:.0}% \
-                 in the kernel's hash-table code, about {:.0} ns per frame; {:.0}% in \
-                 msfilter's program itself, about {:.0} ns per frame.",
+                " perf record ({} cpu-clock samples on the measuring CPU over {} frames of \
+                 msfilter's drop path): {:.1} ns per frame in the kernel's hash-table code and \
+                 {:.1} ns in msfilter's program itself, together {:.0}% of its {above:.0} ns \
+                 above the floor; the CPU was busy {:.0} ns per frame in all.",
                 p.samples,
-                100.0 * p.hash_share,
-                p.hash_share * m.ns,
-                100.0 * p.program_share,
-                p.program_share * m.ns
+                p.frames,
+                p.hash_ns,
+                p.program_ns,
+                100.0 * (p.hash_ns + p.program_ns) / above.max(0.5),
+                p.busy_ns
             );
         }
         out.push(s);
@@ -1128,8 +1130,10 @@ mod tests {
             profiled: vec![Profiled {
                 shape: Shape::Ipv4,
                 samples: 1000,
-                hash_share: 0.25,
-                program_share: 0.125,
+                frames: 2_000_000,
+                hash_ns: 27.5,
+                program_ns: 13.7,
+                busy_ns: 105.0,
                 top: Vec::new(),
             }],
             perf_stat: None,
@@ -1257,12 +1261,16 @@ mod tests {
         // The bare lookup: 15 ns; two make 30 ns, 50% of 60.
         assert!(v4.contains("costs 15 ns above the floor"), "{v4}");
         assert!(v4.contains("make 30 ns, 50%"), "{v4}");
-        // perf record: 25% of 110 ns, 12.5% of 110 ns.
+        // perf record: 27.5 + 13.7 of 60 ns is 69%.
         assert!(
-            v4.contains("25% in the kernel's hash-table code, about 28 ns"),
+            v4.contains("27.5 ns per frame in the kernel's hash-table code and 13.7 ns"),
             "{v4}"
         );
-        assert!(v4.contains("about 14 ns per frame"), "{v4}");
+        assert!(
+            v4.contains("together 69% of its 60 ns above the floor"),
+            "{v4}"
+        );
+        assert!(v4.contains("busy 105 ns per frame"), "{v4}");
         let v6 = lines.iter().find(|l| l.starts_with("IPv6:")).unwrap();
         assert!(!v6.contains("perf record"), "no IPv6 profile: {v6}");
         assert!(!v6.contains("counted no instructions"), "{v6}");
