@@ -184,7 +184,9 @@ pub struct Profiled {
     pub program_ns: f64,
     /// ns per frame on the CPU outside the idle loop (the whole path, generator included).
     pub busy_ns: f64,
-    /// The symbols with the most time, with their shares of the busy time.
+    /// The same during a recorded run of the floor.
+    pub floor_busy_ns: Option<f64>,
+    /// The symbols with the most time in msfilter's run, ns per frame.
     pub top: Vec<(String, f64)>,
 }
 
@@ -839,34 +841,58 @@ fn measure(bed: &mut Bed, case: Case, settings: &Settings, with_perf: bool) -> R
     ))
 }
 
-/// `perf record` on the measuring CPU during a run of msfilter's EXCLUDE drop path.
+/// `perf record` on the measuring CPU during a run of msfilter's EXCLUDE drop path and one
+/// of the floor; each run is checked like a measured one.
 fn record(bed: &mut Bed, policy: Policy, settings: &Settings) -> Result<Option<Profiled>> {
-    let shape = bed.shape;
-    let setup = bed.setup(Variant::Msfilter, policy)?;
-    let frame = bed.frame(source_addr(shape, policy.probe()));
-    send(bed, &frame, settings.cpu, 20_000)?;
-    let Some(recording) = Perf::record(settings.cpu) else {
-        drop(setup);
-        return Ok(None);
-    };
     let frames = settings.frames.saturating_mul(2);
-    send(bed, &frame, settings.cpu, frames)?;
-    let symbols = recording.stop_record();
-    drop(setup);
-    let Some(symbols) = symbols else {
+    let Some(m) = record_one(bed, Variant::Msfilter, policy, settings, frames)? else {
         return Ok(None);
     };
-    let summary = perf::summarise(&symbols);
+    let floor = record_one(bed, Variant::Floor, policy, settings, frames)?;
     let per_frame = |ns: u64| ns as f64 / f64::from(frames);
     Ok(Some(Profiled {
-        shape,
-        samples: summary.samples,
+        shape: bed.shape,
+        samples: m.samples,
         frames: u64::from(frames),
-        hash_ns: per_frame(summary.hash_ns),
-        program_ns: per_frame(summary.program_ns),
-        busy_ns: per_frame(summary.busy_ns),
-        top: summary.top,
+        hash_ns: per_frame(m.hash_ns),
+        program_ns: per_frame(m.program_ns),
+        busy_ns: per_frame(m.busy_ns),
+        floor_busy_ns: floor.map(|f| per_frame(f.busy_ns)),
+        top: m
+            .top
+            .into_iter()
+            .map(|(name, share)| (name, share * per_frame(m.busy_ns)))
+            .collect(),
     }))
+}
+
+fn record_one(
+    bed: &mut Bed,
+    variant: Variant,
+    policy: Policy,
+    settings: &Settings,
+    frames: u32,
+) -> Result<Option<perf::Summary>> {
+    const WARM_UP: u32 = 20_000;
+    let setup = bed.setup(variant, policy)?;
+    let frame = bed.frame(source_addr(bed.shape, policy.probe()));
+    send(bed, &frame, settings.cpu, WARM_UP)?;
+    let before = Before {
+        reference: bed.receiving.count()?,
+        udp: udp_counters(&bed.link.receiver, bed.shape.is_ipv6())?,
+        msfilter: match &setup {
+            Setup::Msfilter(dp, reason) => dp.reason_counters()?.get(*reason).packets,
+            _ => 0,
+        },
+    };
+    let recording = Perf::record(settings.cpu);
+    let sent = if recording.is_some() { frames } else { 0 };
+    if sent > 0 {
+        send(bed, &frame, settings.cpu, sent)?;
+    }
+    let symbols = recording.and_then(Perf::stop_record);
+    bed.check_and_teardown(setup, u64::from(sent), &before)?;
+    Ok(symbols.map(|s| perf::summarise(&s)))
 }
 
 /// Send `count` copies of `frame` from the sender's namespace, pinned to `cpu`.

@@ -357,14 +357,42 @@ pub fn breakdown(r: &Report) -> Vec<String> {
                 " perf record ({} cpu-clock samples on the measuring CPU over {} frames of \
                  msfilter's drop path): {:.1} ns per frame in the kernel's hash-table code and \
                  {:.1} ns in msfilter's program itself, together {:.0}% of its {above:.0} ns \
-                 above the floor; the CPU was busy {:.0} ns per frame in all.",
+                 above the floor",
                 p.samples,
                 p.frames,
                 p.hash_ns,
                 p.program_ns,
                 100.0 * (p.hash_ns + p.program_ns) / above.max(0.5),
-                p.busy_ns
             );
+            match p.floor_busy_ns {
+                Some(fb) => {
+                    let extra = p.busy_ns - fb;
+                    let _ = write!(
+                        s,
+                        "; the CPU was busy {:.0} ns per frame with msfilter and {fb:.0} ns with \
+                         the floor, {extra:+.0} ns, of which {:.0} ns lie outside those two",
+                        p.busy_ns,
+                        extra - p.hash_ns - p.program_ns
+                    );
+                }
+                None => {
+                    let _ = write!(s, "; the CPU was busy {:.0} ns per frame", p.busy_ns);
+                }
+            }
+            let top: Vec<String> = p
+                .top
+                .iter()
+                .map(|(name, ns)| format!("{name} {ns:.1} ns"))
+                .collect();
+            if top.is_empty() {
+                s.push('.');
+            } else {
+                let _ = write!(
+                    s,
+                    ". Most time per frame in msfilter's run: {}.",
+                    top.join(", ")
+                );
+            }
         }
         out.push(s);
     }
@@ -1134,7 +1162,8 @@ mod tests {
                 hash_ns: 27.5,
                 program_ns: 13.7,
                 busy_ns: 105.0,
-                top: Vec::new(),
+                floor_busy_ns: Some(50.0),
+                top: vec![("__htab_map_lookup_elem".into(), 27.5)],
             }],
             perf_stat: None,
             raised: vec!["net.ipv4.igmp_max_msf 10 → 1000".into()],
@@ -1270,7 +1299,12 @@ mod tests {
             v4.contains("together 69% of its 60 ns above the floor"),
             "{v4}"
         );
-        assert!(v4.contains("busy 105 ns per frame"), "{v4}");
+        // Busy 105 against the floor's 50: +55, of which 55 − 41.2 = 14 elsewhere.
+        assert!(
+            v4.contains("busy 105 ns per frame with msfilter and 50 ns with the floor, +55 ns, of which 14 ns lie outside"),
+            "{v4}"
+        );
+        assert!(v4.contains("__htab_map_lookup_elem 27.5 ns."), "{v4}");
         let v6 = lines.iter().find(|l| l.starts_with("IPv6:")).unwrap();
         assert!(!v6.contains("perf record"), "no IPv6 profile: {v6}");
         assert!(!v6.contains("counted no instructions"), "{v6}");
