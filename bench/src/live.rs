@@ -803,6 +803,7 @@ fn measure(bed: &mut Bed, case: Case, settings: &Settings, with_perf: bool) -> R
     let frame = bed.frame(source);
     // Warm-up: neighbour tables, caches, page pools.
     send(bed, &frame, settings.cpu, WARM_UP)?;
+    settle();
     let before = Before {
         reference: bed.receiving.count()?,
         udp: udp_counters(&bed.link.receiver, bed.shape.is_ipv6())?,
@@ -825,8 +826,7 @@ fn measure(bed: &mut Bed, case: Case, settings: &Settings, with_perf: bool) -> R
         Some(Err(perf_said)) => Err(perf_said),
         None => Ok(None),
     };
-    // Let the socket reader drain what is queued.
-    std::thread::sleep(Duration::from_millis(100));
+    settle();
     let frames = u64::from(settings.frames);
     let expected = match &setup {
         // nftables' counter counts the warm-up too.
@@ -877,6 +877,7 @@ fn record_one(
     let setup = bed.setup(variant, policy)?;
     let frame = bed.frame(source_addr(bed.shape, policy.probe()));
     send(bed, &frame, settings.cpu, WARM_UP)?;
+    settle();
     let before = Before {
         reference: bed.receiving.count()?,
         udp: udp_counters(&bed.link.receiver, bed.shape.is_ipv6())?,
@@ -891,8 +892,16 @@ fn record_one(
         send(bed, &frame, settings.cpu, sent)?;
     }
     let symbols = recording.and_then(Perf::stop_record);
+    settle();
     bed.check_and_teardown(setup, u64::from(sent), &before)?;
     Ok(symbols.map(|s| perf::summarise(&s)))
+}
+
+/// Let frames still queued on the receiving side (the veth's ring, a socket's reader) be
+/// processed, so counters read next include all of them: the send returns once the
+/// frames are handed to the veth, not once the receiver is done with them.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(100));
 }
 
 /// Send `count` copies of `frame` from the sender's namespace, pinned to `cpu`.

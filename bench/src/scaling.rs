@@ -253,7 +253,8 @@ fn one(
         _ => 0,
     };
     let elapsed = send_all(link, sending, tx, first_cpu, &frames, settings.frames)?;
-    std::thread::sleep(Duration::from_millis(50));
+    // Let what is still queued on the receiving side be processed before counting.
+    std::thread::sleep(Duration::from_millis(100));
     let total = u64::from(settings.frames + WARM_UP) * cpus as u64;
     let counted = receiving.count()? - counted_before;
     match setup {
