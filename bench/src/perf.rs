@@ -9,6 +9,9 @@ use std::{
     time::Duration,
 };
 
+/// `perf record`'s fixed sampling period: ns of CPU time per sample (10,000 a second).
+pub const PERIOD_NS: u64 = 100_000;
+
 /// A running `perf` with its own process group (so one signal stops it and its `sleep`).
 pub struct Perf {
     child: Child,
@@ -40,13 +43,15 @@ impl Perf {
     }
 
     /// `perf record` sampling `cpu` on the `cpu-clock` event (a software event, so it works
-    /// without hardware counters), whose period is CPU time in ns.
+    /// without hardware counters) every [`PERIOD_NS`] of CPU time.
     pub fn record(cpu: usize) -> Option<Self> {
         let data = std::env::temp_dir().join(format!("msfbench-perf-{}.data", std::process::id()));
         let _ = std::fs::remove_file(&data);
         let child = spawn(
             Command::new("perf")
-                .args(["record", "-q", "-e", "cpu-clock", "-F", "10000", "-C"])
+                .args(["record", "-q", "-e", "cpu-clock", "-c"])
+                .arg(PERIOD_NS.to_string())
+                .arg("-C")
                 .arg(cpu.to_string())
                 .arg("-o")
                 .arg(&data),
@@ -128,11 +133,11 @@ pub fn parse_stat(text: &str) -> Option<(f64, f64)> {
 pub struct Symbol {
     pub name: String,
     pub samples: u64,
-    /// The event's period summed: with `cpu-clock`, ns of CPU time.
+    /// CPU time: samples times [`PERIOD_NS`].
     pub period: u64,
 }
 
-/// `perf report --stdio -F overhead,sample,period,sym` lines: `12.96%  267  26700000  [k] sym`.
+/// `perf report --stdio -n --sort sym` lines: `  12.96%   267  [k] symbol`.
 pub fn parse_report(text: &str) -> Vec<Symbol> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -140,13 +145,12 @@ pub fn parse_report(text: &str) -> Vec<Symbol> {
             let mut parts = l.split_whitespace();
             parts.next()?.strip_suffix('%')?;
             let samples: u64 = parts.next()?.parse().ok()?;
-            let period: u64 = parts.next()?.parse().ok()?;
             let _space = parts.next()?; // [k] or [.]
             let name = parts.collect::<Vec<_>>().join(" ");
             (!name.is_empty()).then_some(Symbol {
                 name,
                 samples,
-                period,
+                period: samples * PERIOD_NS,
             })
         })
         .collect()
@@ -203,20 +207,20 @@ mod tests {
     #[test]
     fn report_lines_are_parsed_and_time_is_summed_by_kind() {
         let text = "# Samples: 1K of event 'cpu-clock'\n#\n\
-                    \x20   40.00%   400   40000000  [k] bpf_prog_0123456789abcdef_msfilter\n\
-                    \x20   30.00%   300   30000000  [k] __htab_map_lookup_elem\n\
-                    \x20   20.00%   200   20000000  [k] veth_xdp_rcv\n\
-                    \x20    5.00%    50    5000000  [k] pv_native_safe_halt\n\
-                    \x20    5.00%    50    5000000  [.] main\n\n";
+                    \x20   40.00%   400  [k] bpf_prog_0123456789abcdef_msfilter\n\
+                    \x20   30.00%   300  [k] __htab_map_lookup_elem\n\
+                    \x20   20.00%   200  [k] veth_xdp_rcv\n\
+                    \x20    5.00%    50  [k] pv_native_safe_halt\n\
+                    \x20    5.00%    50  [.] main\n\n";
         let symbols = parse_report(text);
         assert_eq!(symbols.len(), 5);
-        assert_eq!(symbols[1].period, 30_000_000);
+        assert_eq!(symbols[1].period, 300 * PERIOD_NS);
         let s = summarise(&symbols);
         assert_eq!(s.samples, 1000);
-        assert_eq!(s.hash_ns, 30_000_000);
-        assert_eq!(s.program_ns, 40_000_000);
+        assert_eq!(s.hash_ns, 300 * PERIOD_NS);
+        assert_eq!(s.program_ns, 400 * PERIOD_NS);
         // The idle loop is not busy time.
-        assert_eq!(s.busy_ns, 95_000_000);
+        assert_eq!(s.busy_ns, 950 * PERIOD_NS);
         assert_eq!(s.top[0].0, "bpf_prog_0123456789abcdef_msfilter");
         assert!(s.top.iter().all(|(n, _)| !n.contains("halt")));
     }
