@@ -180,6 +180,8 @@ pub struct Profiled {
     pub frames: u64,
     /// ns per frame in the kernel's hash-table code (`htab` symbols).
     pub hash_ns: f64,
+    /// Of that, ns per frame hashing keys (`htab_map_hash`, jhash).
+    pub jhash_ns: f64,
     /// ns per frame in msfilter's own program (its `bpf_prog_…_msfilter` symbol).
     pub program_ns: f64,
     /// ns per frame on the CPU outside the idle loop (the whole path, generator included).
@@ -855,6 +857,7 @@ fn record(bed: &mut Bed, policy: Policy, settings: &Settings) -> Result<Option<P
         samples: m.samples,
         frames: u64::from(frames),
         hash_ns: per_frame(m.hash_ns),
+        jhash_ns: per_frame(m.jhash_ns),
         program_ns: per_frame(m.program_ns),
         busy_ns: per_frame(m.busy_ns),
         floor_busy_ns: floor.map(|f| per_frame(f.busy_ns)),

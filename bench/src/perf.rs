@@ -162,6 +162,8 @@ pub struct Summary {
     pub samples: u64,
     /// ns in the kernel's hash-table code (`htab` in the symbol).
     pub hash_ns: u64,
+    /// Of that, ns in hashing the key (`htab_map_hash`: jhash over the key's width).
+    pub jhash_ns: u64,
     /// ns in msfilter's own program (`bpf_prog_<tag>_msfilter`).
     pub program_ns: u64,
     /// ns in everything but the idle loop.
@@ -190,6 +192,7 @@ pub fn summarise(symbols: &[Symbol]) -> Summary {
     Summary {
         samples: symbols.iter().map(|s| s.samples).sum(),
         hash_ns: sum(&|s| s.contains("htab")),
+        jhash_ns: sum(&|s| s.contains("htab_map_hash") || s.contains("jhash")),
         program_ns: sum(&|s| s.starts_with("bpf_prog_") && s.ends_with("_msfilter")),
         busy_ns,
         top: sorted
@@ -208,16 +211,18 @@ mod tests {
     fn report_lines_are_parsed_and_time_is_summed_by_kind() {
         let text = "# Samples: 1K of event 'cpu-clock'\n#\n\
                     \x20   40.00%   400  [k] bpf_prog_0123456789abcdef_msfilter\n\
-                    \x20   30.00%   300  [k] __htab_map_lookup_elem\n\
+                    \x20   20.00%   200  [k] __htab_map_lookup_elem\n\
+                    \x20   10.00%   100  [k] htab_map_hash\n\
                     \x20   20.00%   200  [k] veth_xdp_rcv\n\
                     \x20    5.00%    50  [k] pv_native_safe_halt\n\
                     \x20    5.00%    50  [.] main\n\n";
         let symbols = parse_report(text);
-        assert_eq!(symbols.len(), 5);
-        assert_eq!(symbols[1].period, 300 * PERIOD_NS);
+        assert_eq!(symbols.len(), 6);
+        assert_eq!(symbols[1].period, 200 * PERIOD_NS);
         let s = summarise(&symbols);
         assert_eq!(s.samples, 1000);
         assert_eq!(s.hash_ns, 300 * PERIOD_NS);
+        assert_eq!(s.jhash_ns, 100 * PERIOD_NS);
         assert_eq!(s.program_ns, 400 * PERIOD_NS);
         // The idle loop is not busy time.
         assert_eq!(s.busy_ns, 950 * PERIOD_NS);
