@@ -4,6 +4,7 @@
 //! * [`limits`]: map names, capacities, parser bounds and the map memory budget.
 //! * [`headers`]: pure header arithmetic used by both the XDP program and the model.
 //! * [`verdict`]: verdicts, reasons and the **reference model** of the XDP program.
+//! * [`trace`]: the packet trace's switch and events (`msfilter trace`).
 //! * [`follow`]: what the follow-mode hooks and the follower share (events, maps, decoding).
 #![cfg_attr(not(test), no_std)]
 
@@ -11,6 +12,7 @@ pub mod follow;
 pub mod headers;
 pub mod limits;
 pub mod maps;
+pub mod trace;
 pub mod verdict;
 
 pub use maps::{Addr, Counter, GroupKey, GroupState, GroupValue, Mode, SourceKey};

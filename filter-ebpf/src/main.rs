@@ -16,9 +16,10 @@ mod counters;
 mod keys;
 mod maps;
 mod parse;
+mod trace;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use msfilter_common::{Verdict, verdict::decide};
+use msfilter_common::{Reason, Verdict, verdict::decide};
 
 use crate::parse::{Error, Frame};
 
@@ -27,7 +28,9 @@ pub fn msfilter(ctx: XdpContext) -> u32 {
     match try_msfilter(&ctx) {
         Ok(verdict) => verdict as u32,
         Err(error) => {
-            counters::count_reason(error.reason(), parse::frame_len(&ctx));
+            let len = parse::frame_len(&ctx);
+            counters::count_reason(error.reason(), len);
+            trace::frame(ctx.ingress_ifindex() as u32, None, error.reason(), len);
             xdp_action::XDP_PASS
         }
     }
@@ -37,21 +40,27 @@ pub fn msfilter(ctx: XdpContext) -> u32 {
 /// (not IP, malformed, truncated, control traffic, unicast) come back as `Err` and pass.
 #[inline(always)]
 fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
-    let Frame { group, source } = parse::multicast_datagram(ctx)?;
+    let frame = parse::multicast_datagram(ctx)?;
     let len = parse::frame_len(ctx);
     let ifindex = ctx.ingress_ifindex() as u32;
+    let reason = judge(ifindex, &frame, len);
+    counters::count_reason(reason, len);
+    trace::frame(ifindex, Some(&frame), reason, len);
+    Ok(reason.verdict())
+}
 
-    let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, &group)) else {
-        let reason = msfilter_common::Reason::Unmanaged;
-        counters::count_reason(reason, len);
-        return Ok(reason.verdict());
+/// The policy's reason for a multicast datagram, counted on its group and source entries.
+#[inline(always)]
+fn judge(ifindex: u32, Frame { group, source }: &Frame, len: u64) -> Reason {
+    let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, group)) else {
+        return Reason::Unmanaged;
     };
     // SAFETY: the pointer comes from a successful lookup in a per-CPU map: this CPU's copy,
     // which nothing else writes while this program runs on this CPU.
     let group_value = unsafe { &mut *group_value };
     let state = group_value.state;
 
-    let source_key = keys::source_key(ifindex, state.generation(), &group, &source);
+    let source_key = keys::source_key(ifindex, state.generation(), group, source);
     let listed = match maps::MSF_SOURCES.get_ptr_mut(source_key) {
         Some(source_value) => {
             counters::count_shared(source_value, len);
@@ -61,13 +70,11 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
     };
 
     let reason = decide(state.mode(), listed);
-    let verdict = reason.verdict();
-    match verdict {
+    match reason.verdict() {
         Verdict::Pass => group_value.passed.add(len),
         Verdict::Drop => group_value.dropped.add(len),
     }
-    counters::count_reason(reason, len);
-    Ok(verdict)
+    reason
 }
 
 #[cfg(not(test))]

@@ -4,12 +4,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use msfilter_common::{
     Counter, GroupKey, GroupValue, Reason, SourceKey,
     limits::{DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},
     maps::SourceValue,
+    trace::{TRACE_RING_BYTES, TraceControl},
 };
 
 /// `limits::GROUPS_MAP`: mode, generation and per-CPU counters of each managed group.
@@ -28,3 +29,11 @@ pub(crate) static MSF_SOURCES: HashMap<SourceKey, SourceValue> =
 #[map]
 pub(crate) static MSF_REASONS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(Reason::COUNT as u32, 0);
+
+/// `trace::TRACE_CONTROL_MAP`: the packet trace's switch and selection (one element).
+#[map]
+pub(crate) static MSF_TRACE_CTL: Array<TraceControl> = Array::with_max_entries(1, 0);
+
+/// `trace::TRACE_EVENTS_MAP`: traced frames, while a trace runs.
+#[map]
+pub(crate) static MSF_TRACE: RingBuf = RingBuf::with_byte_size(TRACE_RING_BYTES, 0);

@@ -26,7 +26,7 @@ use tokio::net::UnixStream;
 use crate::{
     daemon::protocol::{
         AttachOutcome, Detached, Envelope, ErrorReply, FilterView, FrameError, GroupEntry,
-        ListFilter, MAX_RESPONSE_BYTES, MembershipRequest as Op, OwnerView, PROTOCOL_VERSION,
+        ListFilter, MAX_RESPONSE_BYTES, MembershipRequest as Op, OwnerView, PROTOCOL_VERSION, Page,
         Reloaded, Reply, Request, Response, StatsView, read_frame, write_frame,
     },
     datapath::AttachMode,
@@ -259,12 +259,25 @@ impl Client {
         page: Option<u32>,
         mut visit: impl FnMut(Vec<GroupEntry>),
     ) -> Result<()> {
+        self.list_pages(filter, page, |page| visit(page.entries))
+            .await
+    }
+
+    /// [`Client::list`] with whole pages: also, for groups on followed interfaces, the
+    /// sockets that contribute (`Page::followed`).
+    pub async fn list_pages(
+        &mut self,
+        filter: ListFilter,
+        page: Option<u32>,
+        mut visit: impl FnMut(Page),
+    ) -> Result<()> {
         let mut reply = self.request(Request::ListStart { filter, page }).await?;
         loop {
             match reply {
                 Reply::Page(next) => {
-                    visit(next.entries);
-                    match next.cursor {
+                    let cursor = next.cursor;
+                    visit(next);
+                    match cursor {
                         Some(cursor) => {
                             reply = self.request(Request::ListNext { cursor, page }).await?;
                         }
@@ -295,11 +308,28 @@ impl Client {
         replace: bool,
         object: Option<&str>,
     ) -> Result<AttachOutcome> {
+        self.attach_following(iface, mode, replace, object, false)
+            .await
+    }
+
+    /// [`Client::attach`], and with `follow` the interface is followed: XDP enforces the
+    /// merge of every socket there, read from the kernel (applications unchanged, this
+    /// client's own sockets included), instead of the merge of msfilter's clients. On an
+    /// interface msfilter owns already, `follow` hands its entries to the follower.
+    pub async fn attach_following(
+        &mut self,
+        iface: &str,
+        mode: Option<AttachMode>,
+        replace: bool,
+        object: Option<&str>,
+        follow: bool,
+    ) -> Result<AttachOutcome> {
         let request = Request::Attach {
             iface: iface.to_string(),
             mode,
             replace,
             object: object.map(str::to_string),
+            follow,
         };
         match self.request(request).await? {
             Reply::Attached(a) => Ok(AttachOutcome::Attached(a)),

@@ -35,6 +35,8 @@ pub struct Config {
 pub struct InterfaceConfig {
     /// How the XDP program is attached; `None`: driver mode, falling back to skb mode.
     pub xdp_mode: Option<AttachMode>,
+    /// Follow the interface: XDP enforces the merge of every socket there (docs/follow.md).
+    pub follow: bool,
     pub groups: BTreeMap<IpAddr, GroupConfig>,
 }
 
@@ -151,6 +153,9 @@ pub struct ConfigDiff {
     pub attach: Vec<(String, Option<AttachMode>)>,
     /// Interfaces no longer listed.
     pub release: Vec<String>,
+    /// Listed interfaces whose `follow` changed (new ones that follow included): the new
+    /// value.
+    pub follow: Vec<(String, bool)>,
     /// Groups whose filter is new or changed (`Some`: the new filter) or gone (`None`); the
     /// groups of a released interface are gone.
     pub groups: Vec<(String, IpAddr, Option<GroupConfig>)>,
@@ -159,7 +164,10 @@ pub struct ConfigDiff {
 impl ConfigDiff {
     /// Whether the two configurations are the same.
     pub fn is_empty(&self) -> bool {
-        self.attach.is_empty() && self.release.is_empty() && self.groups.is_empty()
+        self.attach.is_empty()
+            && self.release.is_empty()
+            && self.follow.is_empty()
+            && self.groups.is_empty()
     }
 }
 
@@ -177,6 +185,11 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
             }
             Some(_) => {}
             None => diff.release.push(name.clone()),
+        }
+        if let Some(after) = after
+            && before.is_some_and(|b| b.follow) != after.follow
+        {
+            diff.follow.push((name.clone(), after.follow));
         }
         let before = &before.unwrap_or(&unlisted).groups;
         let after = &after.unwrap_or(&unlisted).groups;
@@ -204,6 +217,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawInterface {
     xdp_mode: Option<Spanned<String>>,
+    /// Checked here rather than by TOML, so that a wrong value is named with the key.
+    follow: Option<Spanned<toml::Value>>,
     #[serde(default)]
     group: Vec<RawGroup>,
 }
@@ -286,6 +301,23 @@ impl Checker<'_> {
                 None
             }
         });
+        let follow = match &raw.follow {
+            None => false,
+            Some(value) => match value.get_ref() {
+                toml::Value::Boolean(b) => *b,
+                other => {
+                    let given = match other {
+                        toml::Value::String(s) => format!("{s:?}"),
+                        toml::Value::Integer(i) => i.to_string(),
+                        toml::Value::Float(f) => f.to_string(),
+                        other => format!("a {}", other.type_str()),
+                    };
+                    let message = format!("follow must be true or false, not {given}");
+                    self.refuse(value.span(), message);
+                    false
+                }
+            },
+        };
         let mut groups = BTreeMap::new();
         let mut first_lines = BTreeMap::new();
         for group in &raw.group {
@@ -308,7 +340,11 @@ impl Checker<'_> {
                 }
             }
         }
-        InterfaceConfig { xdp_mode, groups }
+        InterfaceConfig {
+            xdp_mode,
+            follow,
+            groups,
+        }
     }
 
     fn group_address(&mut self, raw: &Spanned<String>) -> Option<IpAddr> {
@@ -449,6 +485,7 @@ mod tests {
     fn example() -> Config {
         let eth1 = InterfaceConfig {
             xdp_mode: Some(AttachMode::Driver),
+            follow: false,
             groups: BTreeMap::from([
                 (ip("232.1.1.1"), group(Mode::Exclude, &["10.0.0.5"])),
                 (
@@ -462,6 +499,13 @@ mod tests {
             interfaces: BTreeMap::from([
                 ("eth1".to_owned(), eth1),
                 ("eth2".to_owned(), InterfaceConfig::default()),
+                (
+                    "eth3".to_owned(),
+                    InterfaceConfig {
+                        follow: true,
+                        ..InterfaceConfig::default()
+                    },
+                ),
             ]),
         }
     }
@@ -482,6 +526,41 @@ mod tests {
     fn an_empty_file_owns_nothing() {
         assert_eq!(parse(""), Ok(Config::default()));
         assert_eq!(parse("# nothing yet\n[interface]\n"), Ok(Config::default()));
+    }
+
+    #[test]
+    fn follow_is_true_or_false() {
+        let config = parse("[interface.eth1]\nfollow = true\n").unwrap();
+        assert!(config.interfaces["eth1"].follow);
+        let config = parse("[interface.eth1]\n").unwrap();
+        assert!(!config.interfaces["eth1"].follow);
+        assert_eq!(
+            problem("[interface.eth1]\nfollow = \"yes\"\n"),
+            (2, r#"follow must be true or false, not "yes""#.to_owned())
+        );
+        assert_eq!(
+            problem("[interface.eth1]\nfollow = 1\n"),
+            (2, "follow must be true or false, not 1".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_follow_change_is_in_the_diff() {
+        let old = parse("[interface.eth1]\n[interface.eth2]\nfollow = true\n").unwrap();
+        let new = parse(
+            "[interface.eth1]\nfollow = true\n[interface.eth2]\n[interface.eth3]\nfollow = true\n",
+        )
+        .unwrap();
+        let diff = diff(&old, &new);
+        assert_eq!(
+            diff.follow,
+            vec![
+                ("eth1".to_owned(), true),
+                ("eth2".to_owned(), false),
+                ("eth3".to_owned(), true)
+            ]
+        );
+        assert!(super::diff(&new, &new).is_empty());
     }
 
     #[test]
@@ -541,7 +620,7 @@ mod tests {
             (
                 2,
                 1,
-                "unknown field `xdp`, expected `xdp-mode` or `group`".to_owned()
+                "unknown field `xdp`, expected one of `xdp-mode`, `follow`, `group`".to_owned()
             )
         );
         let text = one_group("232.1.1.1", "exclude", &[]) + "source = [\"10.0.0.1\"]\n";
@@ -901,6 +980,7 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ConfigDiff {
+                follow: vec![],
                 attach: vec![],
                 release: vec![],
                 groups: vec![
@@ -932,9 +1012,11 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ConfigDiff {
+                follow: vec![("eth3".to_owned(), true)],
                 attach: vec![
                     ("eth1".to_owned(), Some(AttachMode::Driver)),
-                    ("eth2".to_owned(), None)
+                    ("eth2".to_owned(), None),
+                    ("eth3".to_owned(), None)
                 ],
                 release: vec![],
                 groups: new.interfaces["eth1"]
@@ -954,6 +1036,7 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ConfigDiff {
+                follow: vec![],
                 attach: vec![],
                 release: vec!["eth1".to_owned()],
                 groups: vec![
@@ -974,6 +1057,7 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ConfigDiff {
+                follow: vec![],
                 attach: vec![
                     ("eth1".to_owned(), Some(AttachMode::Skb)),
                     ("eth2".to_owned(), Some(AttachMode::Driver)),

@@ -27,6 +27,7 @@ use msfilter_common::{Addr, GroupKey, Reason, Verdict};
 use super::{
     config::{Config, ConfigErrors},
     explain::{Refused, explain},
+    following::{DriveSender, Following, Hold},
     report::{
         AttachmentView, CounterView, FilterReport, FilterView, GroupEntry, Page, ReasonCount,
         SourceEntry, StatsView, UnrestoredView,
@@ -97,6 +98,22 @@ pub enum ControllerError {
     NotOwned(String),
     #[error("the daemon was started without --config")]
     NoConfig,
+    /// Follow mode could not start or follow the interface (see docs/follow.md for what it
+    /// needs).
+    #[error("following the interface: {0}")]
+    Follow(#[source] crate::follow::FollowError),
+    #[error("{0}")]
+    FollowCapabilities(String),
+    #[error(
+        "msfilter owns {iface} ({mode} mode){}; --replace swaps the program and keeps the rest \
+         (attach --follow without --replace follows an owned interface)",
+        if *.followed { ", followed" } else { "" }
+    )]
+    FollowChange {
+        iface: String,
+        mode: AttachMode,
+        followed: bool,
+    },
 }
 
 pub type Result<T, E = ControllerError> = std::result::Result<T, E>;
@@ -175,6 +192,15 @@ pub struct Controller {
     /// Persisted memberships the kernel did not confirm at start-up, by (client, interface
     /// name, group): not enforced, still persisted (see `lifecycle.rs`).
     pub(super) unrestored: BTreeMap<(ClientId, String, IpAddr), Unrestored>,
+    /// Interfaces to follow, by name (persisted; see `following.rs`).
+    pub(super) followed: BTreeSet<String>,
+    /// The follower, while an interface is followed.
+    pub(super) follow: Option<Following>,
+    pub(super) follow_generation: u64,
+    /// Where the server's loop learns what to watch for the follower.
+    pub(super) follow_signal: Option<DriveSender>,
+    /// Pinned entries of followed interfaces waiting to be proven again after a restart.
+    pub(super) hold: Option<Hold>,
 }
 
 /// A persisted membership that start-up could not restore as persisted.
@@ -214,6 +240,11 @@ impl Controller {
             kept: BTreeSet::new(),
             keep_on_exit: false,
             unrestored: BTreeMap::new(),
+            followed: BTreeSet::new(),
+            follow: None,
+            follow_generation: 0,
+            follow_signal: None,
+            hold: None,
         }
     }
 
@@ -316,6 +347,10 @@ impl Controller {
         let mut desired = Vec::new();
         let mut to_attach = BTreeSet::new();
         for key in keys {
+            // The follower is the one writer of a followed interface's entries.
+            if self.follows(key.ifindex) {
+                continue;
+            }
             let want = self.memberships.merged(key);
             match self.ownership(key.ifindex) {
                 Ownership::Owned => desired.push((*key, want)),
@@ -362,7 +397,11 @@ impl Controller {
         mode: Option<AttachMode>,
         replace_foreign: bool,
     ) -> Result<(), DatapathError> {
-        let desired = self.memberships.desired(self.keys_of(ifindex));
+        let desired = if self.follows(ifindex) {
+            self.follow_desired(ifindex)
+        } else {
+            self.memberships.desired(self.keys_of(ifindex))
+        };
         self.datapath.set_filters(desired)?;
         match self.datapath.attach(ifindex, mode, replace_foreign) {
             Ok(a) => {
@@ -656,7 +695,13 @@ impl Controller {
                 self.enumerations.remove(&cursor);
             }
         }
+        let keys: Vec<GroupKey> = entries
+            .iter()
+            .filter(|e| !e.continued)
+            .map(|e| GroupKey::new(e.ifindex, addr_of(e.group)))
+            .collect();
         Ok(Page {
+            followed: self.followed_views(&keys),
             entries,
             cursor: next.map(|_| cursor),
         })
@@ -754,6 +799,7 @@ impl Controller {
                     reason: u.reason.clone(),
                 })
                 .collect(),
+            follow: self.follow_stats(),
         })
     }
 }

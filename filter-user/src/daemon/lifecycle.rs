@@ -34,6 +34,8 @@ pub struct StartOptions {
     pub config: Option<PathBuf>,
     /// Leave XDP enforcing (pinned) when the daemon stops.
     pub keep_on_exit: bool,
+    /// Where the server's loop learns what to watch for the follower.
+    pub follow: super::following::DriveSender,
 }
 
 fn group_filter(g: &GroupConfig) -> GroupFilter {
@@ -54,6 +56,15 @@ impl Controller {
         };
         let mut ctl = Self::new(datapath, options.store);
         ctl.keep_on_exit = options.keep_on_exit;
+        ctl.follow_signal = Some(options.follow);
+        ctl.followed = state.followed.iter().cloned().collect();
+        ctl.followed.extend(
+            config
+                .interfaces
+                .iter()
+                .filter(|(_, i)| i.follow)
+                .map(|(n, _)| n.clone()),
+        );
         ctl.config_path = options.config;
         ctl.released = state.released.iter().cloned().collect();
         ctl.kept = state.kept.iter().cloned().collect();
@@ -106,8 +117,12 @@ impl Controller {
             }
         }
 
-        // 3. Reconcile every group with members or entries, by difference; attach where the
-        //    policy needs it.
+        // 3. Follow the followed interfaces (the follower scans every socket there); their
+        //    pinned entries keep enforcing until each group is proven again.
+        ctl.start_followed();
+
+        // 4. Reconcile every group with members or entries, by difference; attach where the
+        //    policy needs it (the follower alone writes a followed interface's entries).
         let mut keys: BTreeSet<GroupKey> = ctl.memberships.groups().copied().collect();
         keys.extend(ctl.datapath.installed().keys().copied());
         let keys: Vec<GroupKey> = keys.into_iter().collect();
@@ -132,8 +147,41 @@ impl Controller {
                 ctl.attach_filled(ifindex, mode, false)?;
             }
         }
+        ctl.apply_follow_changes();
+        ctl.publish_follow();
         ctl.save_state();
         Ok(ctl)
+    }
+
+    /// Start following every followed interface that is here. One that cannot be followed
+    /// (the follower does not start: see docs/follow.md for what it needs) has its entries
+    /// deleted, so every source passes there: the clients' merge alone could drop a source
+    /// another socket wants.
+    fn start_followed(&mut self) {
+        let names: Vec<String> = self.followed.iter().cloned().collect();
+        for name in names {
+            let Ok(iface::Interface { index: ifindex, .. }) = iface::resolve(&name) else {
+                log::info!("followed interface {name} is not here; followed when it appears");
+                continue;
+            };
+            if self.ownership(ifindex) == Ownership::Kept {
+                continue;
+            }
+            if let Err(e) = self.start_following(ifindex) {
+                log::error!("{name}: {e}; every source passes there until it can be followed");
+                let clear: Vec<_> = self
+                    .datapath
+                    .installed()
+                    .keys()
+                    .filter(|k| k.ifindex == ifindex)
+                    .map(|k| (*k, None))
+                    .collect();
+                if let Err(e) = self.datapath.set_filters(clear) {
+                    log::error!("{name}: clearing its entries: {e}");
+                }
+            }
+        }
+        self.hold_pinned();
     }
 
     /// Restore one persisted membership on a new socket. Returns the membership for
@@ -277,7 +325,15 @@ impl Controller {
         let ifindex = iface::resolve(name)?.index;
         self.released.remove(name);
         self.kept.remove(name);
+        if iface.follow {
+            self.followed.insert(name.to_string());
+            if !self.follows_now(ifindex) {
+                self.start_following(ifindex)?;
+            }
+        }
         self.attach_filled(ifindex, iface.xdp_mode, false)?;
+        self.apply_follow_changes();
+        self.publish_follow();
         self.sync(&keys, false)?;
         self.save_state();
         Ok(())
@@ -307,8 +363,33 @@ impl Controller {
                 && self.ownership(ifindex) == Ownership::Owned
             {
                 let deleted = self.datapath.detach(ifindex, false)?;
+                if self.followed.remove(name) {
+                    self.stop_following(ifindex);
+                }
                 self.owned.remove(name);
                 changes.push(format!("{name}: released ({deleted} entries deleted)"));
+            }
+        }
+        for (name, follow) in &diff.follow {
+            let Ok(iface::Interface { index: ifindex, .. }) = iface::resolve(name) else {
+                if *follow {
+                    self.followed.insert(name.clone());
+                } else {
+                    self.followed.remove(name);
+                }
+                continue;
+            };
+            if *follow {
+                if self.ownership(ifindex) == Ownership::Owned {
+                    self.follow_interface(ifindex, name)?;
+                } else {
+                    self.start_following(ifindex)?;
+                    self.followed.insert(name.clone());
+                }
+                changes.push(format!("{name}: followed"));
+            } else if self.followed.contains(name) {
+                self.unfollow_interface(ifindex, name)?;
+                changes.push(format!("{name}: no longer followed"));
             }
         }
         self.sync(&keys, true)?;
@@ -328,6 +409,8 @@ impl Controller {
                 }
             }
         }
+        self.apply_follow_changes();
+        self.publish_follow();
         self.save_state();
         log::info!("configuration reloaded: {} changes", changes.len());
         Ok(Reloaded { changes })
@@ -382,6 +465,7 @@ impl Controller {
                 .collect(),
             released: self.released.iter().cloned().collect(),
             kept: self.kept.iter().cloned().collect(),
+            followed: self.followed.iter().cloned().collect(),
             clients,
         }
     }
@@ -401,6 +485,8 @@ impl Controller {
         let memberships: usize = clients.values().map(|c| c.sockets.len()).sum();
         drop(clients);
         log::info!("left {memberships} memberships");
+        // Its hooks go with it; with --keep the maps keep the last followed filters.
+        self.follow = None;
         self.datapath.shutdown(self.keep_on_exit);
     }
 }

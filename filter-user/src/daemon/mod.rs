@@ -16,6 +16,7 @@
 pub mod config;
 mod controller;
 mod explain;
+mod following;
 mod lifecycle;
 pub mod metrics;
 mod notify;
@@ -131,12 +132,14 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         capacities: options.capacities,
         pin_dir: Some(options.pin_dir.clone()),
     })?;
+    let (follow_tx, follow_rx) = tokio::sync::watch::channel(None);
     let controller = controller::Controller::start(
         datapath,
         lifecycle::StartOptions {
             store: state::StateStore::new(&options.state_dir),
             config: options.config.clone(),
             keep_on_exit: options.keep,
+            follow: follow_tx,
         },
     )?;
     // The socket appears only once the daemon is ready to serve.
@@ -148,6 +151,7 @@ pub async fn run(options: DaemonOptions) -> Result<(), DaemonError> {
         controller,
         signals,
         metrics,
+        follow_rx,
     )
     .await
 }

@@ -22,16 +22,37 @@ impl Controller {
         mode: Option<AttachMode>,
         replace: bool,
         object: Option<&str>,
+        follow: bool,
     ) -> Result<AttachOutcome> {
         let iface::Interface {
             index: ifindex,
             name,
         } = iface::resolve(iface)?;
         if let Some(current) = self.datapath.attachment(ifindex).map(|a| a.mode) {
+            let followed = self.follows_now(ifindex);
+            if follow && !followed && !replace {
+                // Owned already: the follower takes over its entries.
+                if mode.is_some_and(|m| m != current) {
+                    return Err(ControllerError::ModeChange {
+                        iface: name,
+                        current,
+                    });
+                }
+                self.follow_interface(ifindex, &name)?;
+                return Ok(AttachOutcome::Attached(self.attached_report(ifindex, name)));
+            }
             if !replace {
                 return Err(ControllerError::AlreadyOwned {
                     iface: name,
                     mode: current,
+                });
+            }
+            // A replacement keeps the interface followed or not; it cannot start following.
+            if follow && !followed {
+                return Err(ControllerError::FollowChange {
+                    iface: name,
+                    mode: current,
+                    followed,
                 });
             }
             if mode.is_some_and(|m| m != current) {
@@ -58,14 +79,33 @@ impl Controller {
         if object.is_some() {
             return Err(ControllerError::ObjectWithoutOwner);
         }
+        let newly_followed = follow && !self.follows_now(ifindex);
+        if newly_followed {
+            // Before the entries are filled: the follower's merge is what they hold.
+            self.start_following(ifindex)?;
+        }
         self.released.remove(&name);
         self.kept.remove(&name);
-        self.attach_filled(ifindex, mode, replace)?;
+        if let Err(e) = self.attach_filled(ifindex, mode, replace) {
+            if newly_followed {
+                self.stop_following(ifindex);
+            }
+            return Err(e.into());
+        }
+        if follow {
+            self.followed.insert(name.clone());
+            self.apply_follow_changes();
+            self.publish_follow();
+        }
         self.owned.insert(name.clone(), mode);
         self.save_state();
-        let attachment = self.datapath.attachment(ifindex).expect("just attached");
+        Ok(AttachOutcome::Attached(self.attached_report(ifindex, name)))
+    }
+
+    fn attached_report(&self, ifindex: u32, name: String) -> Attached {
+        let attachment = self.datapath.attachment(ifindex).expect("attached");
         let (groups, sources) = self.entries_of(ifindex);
-        Ok(AttachOutcome::Attached(Attached {
+        Attached {
             iface: name,
             ifindex,
             mode: attachment.mode,
@@ -73,7 +113,37 @@ impl Controller {
             adopted: attachment.adopted,
             groups,
             sources,
-        }))
+            followed: self.follows_now(ifindex),
+        }
+    }
+
+    /// Make the follower the writer of an owned interface's entries: follow it, replace the
+    /// clients' merge there by the follower's, persist.
+    pub(super) fn follow_interface(&mut self, ifindex: u32, name: &str) -> Result<()> {
+        if !self.follows_now(ifindex) {
+            self.start_following(ifindex)?;
+        }
+        self.followed.insert(name.to_string());
+        let desired = self.follow_desired(ifindex);
+        self.datapath.set_filters(desired)?;
+        self.apply_follow_changes();
+        self.publish_follow();
+        self.save_state();
+        log::info!("following {name} (index {ifindex})");
+        Ok(())
+    }
+
+    /// Give an owned interface back to the clients' merge.
+    pub(super) fn unfollow_interface(&mut self, ifindex: u32, name: &str) -> Result<()> {
+        self.followed.remove(name);
+        self.stop_following(ifindex);
+        if self.ownership(ifindex) == Ownership::Owned {
+            let desired = self.memberships.desired(self.keys_of(ifindex));
+            self.datapath.set_filters(desired)?;
+        }
+        self.save_state();
+        log::info!("no longer following {name} (index {ifindex})");
+        Ok(())
     }
 
     fn entries_of(&self, ifindex: u32) -> (u32, u64) {
@@ -98,6 +168,9 @@ impl Controller {
             return Err(ControllerError::NotOwned(name));
         }
         let deleted = self.datapath.detach(ifindex, keep)?;
+        if self.followed.remove(&name) || self.follows(ifindex) {
+            self.stop_following(ifindex);
+        }
         self.owned.remove(&name);
         if keep {
             self.kept.insert(name.clone());
@@ -132,8 +205,10 @@ impl Controller {
             replaced: false,
             groups,
             sources,
+            followed: false,
         };
         if let Some(a) = self.datapath.attachment(ifindex) {
+            view.followed = self.follows_now(ifindex);
             view.owner = "msfilter".into();
             view.program_id = Some(a.program_id);
             view.program_name = xdp::program_summary(a.program_id).ok().map(|s| s.name);
@@ -169,6 +244,16 @@ impl Controller {
     /// end with it; an interface the configuration names is taken again when it returns.
     fn interface_gone(&mut self, ifindex: u32, name: &str) {
         let was_owned = self.ownership(ifindex) != Ownership::Unowned;
+        if self
+            .follow
+            .as_ref()
+            .is_some_and(|f| f.follower.interfaces().contains(&ifindex))
+        {
+            self.stop_following(ifindex);
+        }
+        if !self.config.interfaces.get(name).is_some_and(|i| i.follow) {
+            self.followed.remove(name);
+        }
         let mut ended = 0;
         for client in self.clients.values_mut() {
             let before = client.sockets.len();

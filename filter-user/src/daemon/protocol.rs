@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 pub use super::report::{
     AttachOutcome, Attached, AttachmentView, CounterView, Detached, FilterReport, FilterView,
-    GroupEntry, OwnerView, Page, ReasonCount, Reloaded, Replaced, SourceEntry, StatsView,
+    FollowStatsView, FollowedGroupView, FollowedSocketView, GroupEntry, OwnerView, Page,
+    ReasonCount, Reloaded, Replaced, SourceEntry, StatsView,
 };
 use crate::datapath::AttachMode;
 pub use crate::sockopt::Request as MembershipRequest;
@@ -98,6 +99,11 @@ pub enum Request {
         replace: bool,
         #[serde(default)]
         object: Option<String>,
+        /// Follow the interface: XDP enforces the merge of every socket there, read from
+        /// the kernel (msfilter's clients included), instead of the merge of msfilter's
+        /// clients.
+        #[serde(default)]
+        follow: bool,
     },
     /// Release an interface: detach the program and delete its entries; with `keep`, leave
     /// the program enforcing the last policy (pinned), without the daemon's updates.
@@ -497,6 +503,33 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn attach_follow_is_optional_and_strict() {
+        let decode = |json: &str| decode_request(json.as_bytes());
+        let follow = |json: &str| match decode(json) {
+            Ok(Request::Attach { follow, .. }) => follow,
+            other => panic!("{json}: {other:?}"),
+        };
+        assert!(follow(
+            r#"{"version":1,"request":"attach","iface":"eth1","follow":true}"#
+        ));
+        assert!(!follow(
+            r#"{"version":1,"request":"attach","iface":"eth1"}"#
+        ));
+        let message = decode(r#"{"version":1,"request":"attach","iface":"eth1","folow":true}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("unknown field `folow` in a attach request (its fields: ")
+                && message.contains("follow"),
+            "{message}"
+        );
+        assert!(matches!(
+            decode(r#"{"version":1,"request":"attach","iface":"eth1","follow":"yes"}"#),
+            Err(DecodeError::Shape(_))
+        ));
     }
 
     #[test]

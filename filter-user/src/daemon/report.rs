@@ -93,6 +93,50 @@ pub struct Page {
     pub entries: Vec<GroupEntry>,
     /// Present when more entries follow: pass it to `ListNext`.
     pub cursor: Option<u64>,
+    /// For the entries of this page on followed interfaces: the sockets whose merge XDP
+    /// enforces there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followed: Vec<FollowedGroupView>,
+}
+
+/// A group on a followed interface: every member socket the follower knows, whether that
+/// is every member (the kernel's count agrees), their merge and what XDP may enforce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowedGroupView {
+    pub iface: String,
+    pub ifindex: u32,
+    pub group: IpAddr,
+    /// "complete", "changing", "unknown-members (…)" or "inconsistent (…)".
+    pub completeness: String,
+    /// Every member is known and read: XDP enforces their merge (else every source passes).
+    pub complete: bool,
+    /// Memberships the kernel counts (`/proc/net/igmp*`).
+    pub kernel_memberships: u32,
+    /// The merge of the known members' filters.
+    pub merged: FilterView,
+    /// What XDP may enforce now: the merge when complete, else EXCLUDE {}.
+    pub enforced: FilterView,
+    pub sockets: Vec<FollowedSocketView>,
+}
+
+/// One member socket of a followed group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowedSocketView {
+    pub pid: u32,
+    /// The process's command (`/proc/PID/comm`).
+    pub command: String,
+    /// `SO_COOKIE`.
+    pub cookie: u64,
+    /// "ipv4" or "ipv6": the socket's family (an IPv6 socket may join IPv4 groups).
+    pub family: String,
+    pub filter: FilterView,
+    /// "client": a socket of an msfilter client (named in `client`); "followed": any
+    /// other socket on the interface.
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Read with nothing running on it, and unchanged around the kernel's count.
+    pub trusted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +170,31 @@ pub struct StatsView {
     /// next request for that group).
     #[serde(default)]
     pub unrestored: Vec<UnrestoredView>,
+    /// Follow mode, while an interface is followed: what the follower did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<FollowStatsView>,
+}
+
+/// The follower's counters (`msfilter stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowStatsView {
+    /// The followed interfaces.
+    pub interfaces: Vec<String>,
+    /// Groups with a known member, and of them those proven complete.
+    pub groups: u32,
+    pub complete: u32,
+    /// Sockets known (that used a membership option).
+    pub sockets: u32,
+    /// Events taken from the hooks, socket reads, full scans.
+    pub events: u64,
+    pub reads: u64,
+    pub scans: u64,
+    /// Sockets reported but found in no process (their groups pass every source).
+    pub unreachable: u64,
+    /// Events the ring buffer lost (each forces a rescan), options on sockets the hooks
+    /// could not track.
+    pub lost: u64,
+    pub untracked: u64,
 }
 
 /// A persisted membership that could not be restored as persisted.
@@ -150,6 +219,9 @@ pub struct Attached {
     /// Entries the interface has in the maps.
     pub groups: u32,
     pub sources: u64,
+    /// XDP enforces the merge of every socket on the interface (`attach --follow`).
+    #[serde(default)]
+    pub followed: bool,
 }
 
 /// The program of an owned interface swapped through its link.
@@ -203,6 +275,9 @@ pub struct OwnerView {
     pub replaced: bool,
     pub groups: u32,
     pub sources: u64,
+    /// The interface is followed: XDP enforces the merge of every socket there.
+    #[serde(default)]
+    pub followed: bool,
 }
 
 /// The configuration file read again.

@@ -22,12 +22,13 @@ use std::{
 
 use tokio::{
     net::{TcpListener, UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, watch},
 };
 
 use super::{
     DaemonError,
     controller::{ConnId, Controller, ControllerError},
+    following::FollowDrive,
     metrics::{self, RequestTally, Snapshot},
     notify,
     protocol::{
@@ -84,7 +85,10 @@ fn error_reply(refusal: &Refusal) -> ErrorReply {
             | C::NoEnumeration(_)
             | C::AlreadyOwned { .. }
             | C::NotOwned(_)
+            | C::FollowChange { .. }
             | C::NoConfig => ErrorKind::State,
+            C::Follow(_) => ErrorKind::Datapath,
+            C::FollowCapabilities(_) => ErrorKind::Permission,
         },
     };
     let errno = match refusal {
@@ -120,6 +124,8 @@ enum Command {
     Reload,
     /// Interfaces came, went or changed names.
     Links(Vec<LinkEvent>),
+    /// The follower has events waiting or a deadline passed: run it (`done` when it ran).
+    Follow { done: oneshot::Sender<()> },
     /// Run the shut-down sequence and stop.
     Shutdown { done: oneshot::Sender<()> },
 }
@@ -278,6 +284,7 @@ pub(super) async fn serve(
     controller: Controller,
     signals: Signals,
     metrics_listener: Option<MetricsListener>,
+    follow: watch::Receiver<Option<FollowDrive>>,
 ) -> Result<(), DaemonError> {
     let Signals {
         mut term,
@@ -320,6 +327,7 @@ pub(super) async fn serve(
     }
     .map_err(|e| DaemonError::Links(e.into()))?;
     tokio::spawn(watch_links(monitor, tx.clone()));
+    tokio::spawn(drive_follower(follow, tx.clone()));
     notify::ready(&format!("serving {}", socket_path.display()));
     static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
     loop {
@@ -378,6 +386,77 @@ async fn watch_links(
             Err(e) => {
                 guard.clear_ready();
                 log::error!("reading interface events: {e}");
+            }
+        }
+    }
+}
+
+/// Drive the follower from this loop: when its ring buffer is readable or its deadline
+/// passes, have the controller thread run it; what to watch comes from the controller.
+async fn drive_follower(
+    mut drives: watch::Receiver<Option<FollowDrive>>,
+    tx: mpsc::Sender<Command>,
+) {
+    use tokio::io::unix::AsyncFd;
+    let mut watched: Option<(u64, AsyncFd<std::os::fd::OwnedFd>)> = None;
+    loop {
+        let drive = drives.borrow_and_update().clone();
+        let Some(drive) = drive else {
+            watched = None;
+            if drives.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        if watched.as_ref().is_none_or(|(g, _)| *g != drive.generation) {
+            let fd = match drive.fd.try_clone() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    log::error!("follow: duplicating the event descriptor: {e}");
+                    return;
+                }
+            };
+            // SAFETY: the AsyncFd owns this duplicate for as long as it is registered.
+            let registered =
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+            match registered {
+                Ok(afd) => watched = Some((drive.generation, afd)),
+                Err(e) => {
+                    log::error!("follow: watching the event descriptor: {e}");
+                    return;
+                }
+            }
+        }
+        let (_, afd) = watched.as_ref().expect("set above");
+        let deadline = tokio::time::Instant::from_std(drive.deadline);
+        let run = || async {
+            let (done, ran) = oneshot::channel();
+            if tx.send(Command::Follow { done }).await.is_err() {
+                return false;
+            }
+            ran.await.is_ok()
+        };
+        tokio::select! {
+            ready = afd.readable() => {
+                let Ok(mut guard) = ready else {
+                    log::error!("follow: the event descriptor failed; no longer watching");
+                    return;
+                };
+                if !run().await {
+                    return;
+                }
+                // Only clears readiness that came before the run (tokio compares ticks).
+                guard.clear_ready();
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                if !run().await {
+                    return;
+                }
+            }
+            changed = drives.changed() => {
+                if changed.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -483,6 +562,10 @@ fn handle(controller: &mut Controller, command: Command) -> Flow {
                 notify::ready(&format!("reload refused: {e}"));
             }
         },
+        Command::Follow { done } => {
+            controller.follow_tick();
+            let _ = done.send(());
+        }
         Command::Shutdown { done } => return Flow::Stop { done },
     }
     Flow::Continue
@@ -561,7 +644,8 @@ fn reply(
             mode,
             replace,
             object,
-        } => match ctl.attach(&iface, mode, replace, object.as_deref())? {
+            follow,
+        } => match ctl.attach(&iface, mode, replace, object.as_deref(), follow)? {
             AttachOutcome::Attached(a) => Reply::Attached(a),
             AttachOutcome::Replaced(r) => Reply::Replaced(r),
         },

@@ -58,6 +58,10 @@ pub struct DesiredState {
     pub released: Vec<String>,
     /// Interfaces released with `--keep`: their program enforces the last policy, frozen.
     pub kept: Vec<String>,
+    /// Interfaces followed (`attach --follow`): XDP enforces the merge of every socket
+    /// there; a restarted daemon follows them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followed: Vec<String>,
     pub clients: Vec<PersistentClient>,
 }
 
@@ -194,6 +198,7 @@ mod tests {
             }],
             released: vec!["eth2".into()],
             kept: vec![],
+            followed: vec!["eth1".into()],
             clients: vec![PersistentClient {
                 name: "cli".into(),
                 memberships: vec![Membership {

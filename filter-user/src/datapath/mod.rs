@@ -18,6 +18,7 @@ mod counters;
 mod maps;
 mod pins;
 pub mod sys;
+mod trace;
 
 use std::{io, path::PathBuf};
 
@@ -29,6 +30,7 @@ use msfilter_common::limits::{
     DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, MIN_MAX_GROUPS, MIN_MAX_SOURCES,
     PROGRAM_NAME, REASONS_MAP, SOURCES_MAP,
 };
+pub use trace::{Trace, TraceSelection, owner_alive, pinned_switch, switch_off_abandoned};
 
 // What a group's entries must hold: the policy model's filter.
 use crate::policy::GroupFilter;
@@ -106,6 +108,8 @@ pub enum DatapathError {
     Pin { what: String, detail: String },
     #[error("this needs a pin directory (the daemon always has one)")]
     NotPinned,
+    #[error("a packet trace is already running (process {pid}); one trace at a time")]
+    TraceBusy { pid: u32 },
 }
 
 pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
@@ -233,6 +237,28 @@ impl Datapath {
         })
     }
 
+    /// Start a packet trace on this datapath's own program (the CLI uses the pinned maps,
+    /// [`Trace::start_pinned`]).
+    pub fn trace(&self, selection: TraceSelection) -> Result<Trace> {
+        let reopen = |name: &'static str| -> Result<MapData> {
+            let data = match self.ebpf.map(name) {
+                Some(aya::maps::Map::Array(d) | aya::maps::Map::RingBuf(d)) => d,
+                _ => return Err(DatapathError::MissingInObject { kind: "map", name }),
+            };
+            let fail = |e: aya::maps::MapError| DatapathError::Map {
+                map: name,
+                op: "open",
+                source: io::Error::other(e.to_string()),
+            };
+            MapData::from_id(data.info().map_err(fail)?.id()).map_err(fail)
+        };
+        Trace::start(
+            reopen(msfilter_common::trace::TRACE_CONTROL_MAP)?,
+            reopen(msfilter_common::trace::TRACE_EVENTS_MAP)?,
+            selection,
+        )
+    }
+
     /// Another instance of the program (`object`, or this build's own), loaded against the
     /// same pinned maps.
     fn load_instance(&self, object: Option<&[u8]>) -> Result<Ebpf> {
@@ -285,12 +311,8 @@ impl Datapath {
                 );
                 return;
             }
-            for path in [
-                pins::program_path(&dir, None),
-                pins::map_path(&dir, GROUPS_MAP),
-                pins::map_path(&dir, SOURCES_MAP),
-                pins::map_path(&dir, REASONS_MAP),
-            ] {
+            let maps = pins::MAPS.iter().map(|m| pins::map_path(&dir, m));
+            for path in std::iter::once(pins::program_path(&dir, None)).chain(maps) {
                 if let Err(e) = pins::unpin(&path) {
                     log::error!("removing {}: {e}", path.display());
                 }
@@ -338,6 +360,12 @@ impl Datapath {
     }
 }
 
+/// Interfaces with a link pinned in `dir`: those an msfilter daemon attached (and, after a
+/// `detach --keep` or a kill, those its program still enforces on).
+pub fn pinned_interfaces(dir: &std::path::Path) -> io::Result<Vec<u32>> {
+    pins::pinned_links(dir)
+}
+
 /// Parse an object and create (or, with `pin_dir`, reuse or pin) its maps.
 fn load_object(
     bytes: &[u8],
@@ -349,7 +377,7 @@ fn load_object(
         .map_max_entries(GROUPS_MAP, capacities.max_groups)
         .map_max_entries(SOURCES_MAP, capacities.max_sources);
     if let Some(dir) = pin_dir {
-        for map in [GROUPS_MAP, SOURCES_MAP, REASONS_MAP] {
+        for map in pins::MAPS {
             loader.map_pin_path(map, pins::map_path(dir, map));
         }
     }

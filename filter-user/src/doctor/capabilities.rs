@@ -9,6 +9,19 @@
 //! * `CAP_NET_ADMIN`: loading an XDP program at all, attaching it to interfaces, and raising
 //!   the `net.*` limits (without it: `EPERM` from `BPF_PROG_LOAD`).
 //!
+//! Follow mode (`attach --follow`, docs/follow.md) needs two more, checked when it starts
+//! (measured on 6.18 against a process of another user, with `setpriv` keeping only the
+//! capability named):
+//!
+//! * `CAP_SYS_PTRACE`: `pidfd_getfd(2)` of another process's sockets and reading its
+//!   threads' `/proc/PID/task/TID/syscall` (without it: `EPERM`).
+//! * `CAP_DAC_READ_SEARCH`: listing `/proc/PID/fd` and opening `.../syscall` of a process
+//!   of another user, directories and files of mode 0500/0400 owned by that user (without
+//!   it: `EACCES`, also for root). `CAP_DAC_OVERRIDE` grants it too.
+//!
+//! Without them the follower cannot find other users' sockets: their groups are never
+//! proven complete and pass every source.
+//!
 //! `CAP_SYS_ADMIN` grants the first two as well (the kernel's `bpf_capable()` and
 //! `perfmon_capable()` accept it), and is what looking BPF objects up by id needs
 //! (`BPF_PROG_GET_FD_BY_ID`, `BPF_LINK_GET_NEXT_ID`): without it the daemon still loads,
@@ -31,6 +44,18 @@ pub const CAP_NET_ADMIN: Capability = Capability {
 pub const CAP_SYS_ADMIN: Capability = Capability {
     bit: 21,
     name: "CAP_SYS_ADMIN",
+};
+pub const CAP_DAC_OVERRIDE: Capability = Capability {
+    bit: 1,
+    name: "CAP_DAC_OVERRIDE",
+};
+pub const CAP_DAC_READ_SEARCH: Capability = Capability {
+    bit: 2,
+    name: "CAP_DAC_READ_SEARCH",
+};
+pub const CAP_SYS_PTRACE: Capability = Capability {
+    bit: 19,
+    name: "CAP_SYS_PTRACE",
 };
 pub const CAP_PERFMON: Capability = Capability {
     bit: 38,
@@ -59,6 +84,55 @@ pub const DAEMON_NEEDS: [(Capability, Option<Capability>, &str); 3] = [
         "to load and attach an XDP program and to raise the net.* limits",
     ),
 ];
+
+/// What follow mode needs besides [`DAEMON_NEEDS`]; the second capability, if any, also
+/// grants it.
+pub const FOLLOW_NEEDS: [(Capability, Option<Capability>, &str); 2] = [
+    (
+        CAP_SYS_PTRACE,
+        None,
+        "to duplicate other processes' sockets (pidfd_getfd) and read their threads' state",
+    ),
+    (
+        CAP_DAC_READ_SEARCH,
+        Some(CAP_DAC_OVERRIDE),
+        "to list /proc/PID/fd of other users' processes",
+    ),
+];
+
+/// Follow mode's needs not met by the effective set `mask`: (capability, why).
+pub fn missing_for_follow(mask: u64) -> Vec<(Capability, &'static str)> {
+    FOLLOW_NEEDS
+        .iter()
+        .filter(|(cap, also, _)| !cap.held_in(mask) && !also.is_some_and(|a| a.held_in(mask)))
+        .map(|(cap, _, why)| (*cap, *why))
+        .collect()
+}
+
+/// Check that this process may follow sockets (follow mode); the sentence names what is
+/// missing and why. An unreadable status file lets it go on (the kernel still judges).
+pub fn check_follow() -> Result<(), String> {
+    let Ok(effective) = own_effective() else {
+        return Ok(());
+    };
+    let missing = missing_for_follow(effective);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "follow mode needs {} (the daemon lacks {})",
+        missing
+            .iter()
+            .map(|(c, why)| format!("{} {why}", c.name))
+            .collect::<Vec<_>>()
+            .join(", and "),
+        missing
+            .iter()
+            .map(|(c, _)| c.name)
+            .collect::<Vec<_>>()
+            .join(" and "),
+    ))
+}
 
 impl Capability {
     pub const fn held_in(self, mask: u64) -> bool {

@@ -145,6 +145,9 @@ pub struct Facts {
     pub pin_dir: PathBuf,
     /// Pinned links in the pin directory, if it exists.
     pub pinned_links: Option<usize>,
+    /// The packet trace's switch, when it is on: the process that switched it on, and
+    /// whether that process still exists.
+    pub trace: Option<(u32, bool)>,
     pub sysctls: Sysctls,
     pub interfaces: Vec<Interface>,
     /// Interfaces asked for by name (empty: choose).
@@ -169,6 +172,7 @@ pub fn evaluate(facts: &Facts) -> Report {
         &facts.pin_dir,
         facts.daemon.view().is_some(),
     ));
+    out.extend(trace(facts.trace));
     out.extend(daemon(&facts.daemon));
     let config = facts.config.as_ref().and_then(|c| c.config.as_ref().ok());
     if let Some(c) = &facts.config {
@@ -225,7 +229,9 @@ pub fn evaluate(facts: &Facts) -> Report {
     if let Some(view) = facts.daemon.view() {
         let kernel_groups =
             igmp.and_then(|v4| igmp6.map(|v6| v4.groups.into_iter().chain(v6).collect::<Vec<_>>()));
-        out.extend(outside_members(&view.groups, kernel_groups.as_deref()));
+        let (managed, followed) = split_followed(view);
+        out.extend(outside_members(&managed, kernel_groups.as_deref()));
+        out.extend(followed);
     }
     Report::new(out)
 }
@@ -377,6 +383,24 @@ pub(super) fn pins(links: Option<usize>, pin_dir: &Path, daemon_up: bool) -> Opt
     }
 }
 
+/// A packet trace switched on: fine while its process runs; left on by a killed one, every
+/// frame takes the trace path and the ring buffer stays full.
+pub(super) fn trace(on: Option<(u32, bool)>) -> Option<Finding> {
+    let (pid, alive) = on?;
+    Some(if alive {
+        Finding::ok("trace", format!("a packet trace runs (process {pid})"))
+    } else {
+        Finding::warn(
+            "trace",
+            format!(
+                "the packet trace is on, but process {pid} that switched it on is gone: every \
+                 frame takes the trace path"
+            ),
+            "switch it off: msfilter trace --off",
+        )
+    })
+}
+
 pub(super) fn daemon(daemon: &DaemonFacts) -> Vec<Finding> {
     const CHECK: &str = "daemon";
     let view = match daemon {
@@ -441,14 +465,27 @@ pub(super) fn daemon_capabilities(mask: u64) -> Finding {
             "give it CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (the unit's CapabilityBoundingSet)",
         );
     }
+    let follow: Vec<&str> = capabilities::missing_for_follow(mask)
+        .iter()
+        .map(|(c, _)| c.name)
+        .collect();
+    let follow = if follow.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; follow mode (attach --follow) also needs {}",
+            follow.join(" and ")
+        )
+    };
     if capabilities::CAP_SYS_ADMIN.held_in(mask) {
-        Finding::ok(CHECK, format!("{held}: everything msfilter does"))
+        Finding::ok(CHECK, format!("{held}: everything msfilter does{follow}"))
     } else {
         Finding::ok(
             CHECK,
             format!(
                 "{held}: enough to filter; without CAP_SYS_ADMIN other XDP programs are shown \
-                 without names and `attach --replace` cannot remove another tool's program"
+                 without names and `attach --replace` cannot remove another tool's program\
+                 {follow}"
             ),
         )
     }
@@ -954,6 +991,36 @@ pub(super) fn rp_filter(iface: &Interface, all: &Sysctl) -> Option<Finding> {
         v => Finding::ok(CHECK, format!("rp_filter = {v}")),
     };
     Some(finding.about(name.clone()))
+}
+
+/// The managed groups of interfaces that are not followed, and a finding per followed
+/// interface: there XDP enforces the merge of every socket (follow mode), so sockets joined
+/// outside msfilter are members like msfilter's own.
+pub(super) fn split_followed(view: &DaemonView) -> (Vec<ManagedGroup>, Vec<Finding>) {
+    let followed: BTreeSet<&str> = view
+        .owners
+        .iter()
+        .filter(|o| o.followed)
+        .map(|o| o.iface.as_str())
+        .collect();
+    let managed = view
+        .groups
+        .iter()
+        .filter(|g| !followed.contains(g.iface.as_str()))
+        .cloned()
+        .collect();
+    let findings = followed
+        .iter()
+        .map(|iface| {
+            Finding::ok(
+                "outside-members",
+                "followed: XDP enforces the merge of every socket here, msfilter's clients and \
+                 the others alike",
+            )
+            .about((*iface).to_string())
+        })
+        .collect();
+    (managed, findings)
 }
 
 /// Managed groups against the kernel's groups (`Err`: why those could not be read).

@@ -13,6 +13,7 @@ use crate::{
         config,
         protocol::{GroupEntry, ListFilter, Reply, Request},
     },
+    datapath,
     iface::{self, xdp, xdp_features},
 };
 
@@ -37,7 +38,14 @@ pub(super) async fn gather(options: &DoctorOptions) -> Result<Facts, DoctorError
         btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
         mountinfo: read("/proc/self/mountinfo"),
         pin_dir: options.pin_dir.clone(),
-        pinned_links: pinned_links(&options.pin_dir),
+        pinned_links: datapath::pinned_interfaces(&options.pin_dir)
+            .ok()
+            .map(|links| links.len()),
+        trace: datapath::pinned_switch(&options.pin_dir)
+            .ok()
+            .flatten()
+            .filter(|c| c.enabled != 0)
+            .map(|c| (c.owner_pid, datapath::owner_alive(&c))),
         sysctls: Sysctls {
             igmp_max_msf: sysctl("/proc/sys/net/ipv4/igmp_max_msf"),
             mld_max_msf: sysctl("/proc/sys/net/ipv6/mld_max_msf"),
@@ -92,17 +100,6 @@ fn interface(ifindex: u32, name: &str) -> Interface {
         force_mld: sysctl(&format!("/proc/sys/net/ipv6/conf/{name}/force_mld_version")),
         xdp,
     }
-}
-
-/// Links pinned in the pin directory (`link-IFINDEX`), if it exists.
-fn pinned_links(pin_dir: &Path) -> Option<usize> {
-    let entries = std::fs::read_dir(pin_dir).ok()?;
-    Some(
-        entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("link-"))
-            .count(),
-    )
 }
 
 async fn daemon(socket: &Path, interfaces: &[(u32, String)]) -> DaemonFacts {

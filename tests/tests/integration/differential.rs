@@ -752,3 +752,135 @@ fn kernel_and_model_agree_on_generated_frames() {
         );
     }
 }
+
+/// Frames of the trace differential test.
+const TRACE_FRAMES: usize = 20_000;
+
+/// With `msfilter trace`'s switch on, the XDP program reports every frame it judges, with the
+/// reason the model gives, the frame's length and interface, and for a judged datagram its
+/// group and source as the maps know them. A full ring buffer counts what it loses.
+#[test]
+fn trace_reports_what_the_program_decided() {
+    use msfilter::datapath::TraceSelection;
+
+    let seed = Rng::seed_from_env_or_clock("MSFILTER_SEED");
+    eprintln!("trace differential: MSFILTER_SEED={seed}");
+    let mut rng = Rng::new(seed);
+    let pools = Pools::new();
+    let (ns, d0, d1) = two_interfaces("dtr");
+    let mut dp = load_datapath();
+    let every = TraceSelection {
+        ifindex: 0,
+        group: None,
+        sample_one_in: 1,
+    };
+    let mut by_reason: BTreeMap<Reason, usize> = BTreeMap::new();
+    ns.run(|| {
+        random_policy(&mut rng, &mut dp, &pools, &[d0, d1]);
+        let mut trace = dp.trace(every).unwrap();
+        for index in 0..TRACE_FRAMES {
+            let (_, frame) = Generator {
+                rng: &mut rng,
+                pools: &pools,
+            }
+            .frame();
+            let ifindex = [d0, d1, LO][rng.weighted(&[45, 45, 10])];
+            let model = judge_model(&dp, &frame, ifindex);
+            let kernel = try_judge_kernel(&dp, &frame, ifindex);
+            assert_eq!(
+                kernel.as_ref(),
+                Ok(&model),
+                "frame {index}: {}",
+                hex(&frame)
+            );
+            let event = trace
+                .next_event()
+                .unwrap_or_else(|| panic!("frame {index} was not traced: {}", hex(&frame)));
+            let context = || format!("frame {index} ({event:?}): {}", hex(&frame));
+            assert_eq!(event.reason(), Some(model.1), "{}", context());
+            assert_eq!(event.verdict(), Some(model.0), "{}", context());
+            assert_eq!(event.ifindex, ifindex, "{}", context());
+            assert_eq!(event.len as usize, frame.len(), "{}", context());
+            assert!(
+                trace.next_event().is_none(),
+                "two events for one frame: {}",
+                context()
+            );
+            // A datagram the policy judged names its group and source; the reason then
+            // follows from the installed entry of that group and source.
+            let judged = matches!(
+                model.1,
+                Reason::Unmanaged
+                    | Reason::NotExcluded
+                    | Reason::Included
+                    | Reason::Excluded
+                    | Reason::NotIncluded
+            );
+            assert_eq!(event.addressed == 1, judged, "{}", context());
+            if judged {
+                let installed = dp.installed().get(&GroupKey::new(ifindex, event.group));
+                let listed = installed.map(|g| g.sources.contains(&event.source));
+                let expected = match (installed.map(|g| g.state.mode()), listed) {
+                    (None, _) => Reason::Unmanaged,
+                    (Some(Mode::Exclude), Some(true)) => Reason::Excluded,
+                    (Some(Mode::Exclude), _) => Reason::NotExcluded,
+                    (Some(Mode::Include), Some(true)) => Reason::Included,
+                    (Some(Mode::Include), _) => Reason::NotIncluded,
+                };
+                assert_eq!(expected, model.1, "{}", context());
+            } else {
+                assert_eq!(
+                    (event.group, event.source),
+                    ([0; 16], [0; 16]),
+                    "{}",
+                    context()
+                );
+            }
+            *by_reason.entry(model.1).or_default() += 1;
+        }
+        assert_eq!(trace.lost().unwrap(), 0);
+
+        // Not read, the ring buffer fills: every frame is either in it or counted as lost.
+        let frame = Frame::new(Ipv4::new(
+            [10, 0, 0, 1],
+            [232, 1, 1, 1],
+            Upper::udp(b"fill the ring"),
+        ))
+        .to_bytes();
+        let sent = 6_000;
+        for _ in 0..sent {
+            dp.test_run(&frame, Some(d0)).unwrap();
+        }
+        let lost = trace.lost().unwrap();
+        let mut kept = 0u64;
+        while trace.next_event().is_some() {
+            kept += 1;
+        }
+        assert!(lost > 0, "a 256 KiB ring buffer cannot hold {sent} events");
+        assert_eq!(kept + lost, sent, "kept {kept}, lost {lost}");
+
+        // Switched off, nothing is traced: of a frame sent while on and left unread, and one
+        // sent after the switch was turned off, the next trace finds only the first.
+        dp.test_run(&frame, Some(d0)).unwrap();
+        assert_eq!(trace.stop().unwrap(), lost);
+        dp.test_run(&frame, Some(d0)).unwrap();
+        let next = dp.trace(every).unwrap();
+        assert_eq!(
+            next.discarded(),
+            1,
+            "a frame was traced while the trace was off"
+        );
+    });
+    eprintln!("trace differential: reasons {by_reason:?}");
+    for reason in [
+        Reason::Excluded,
+        Reason::NotIncluded,
+        Reason::Unmanaged,
+        Reason::Control,
+    ] {
+        assert!(
+            by_reason.contains_key(&reason),
+            "no frame judged {reason:?}"
+        );
+    }
+}

@@ -6,6 +6,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    process::{Child, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
@@ -256,6 +257,107 @@ fn ready_only_when_serving_reload_and_stop_as_the_unit_says() {
     assert!(service.wait_exit(READY_WITHIN).unwrap().success());
 }
 
+/// The unit's capabilities that only follow mode needs: without one, the daemon serves and
+/// `attach --follow` is refused naming it.
+const FOLLOW_ONLY: [&str; 2] = ["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"];
+
+/// A process of another user (nobody) in `ns` with a plain IPv4 socket joined to `group` on
+/// rx0 (10.99.0.2) and `blocked` blocked, until killed.
+fn nobody_receiver(ns: &msfilter_testbed::netns::Netns, group: &str, blocked: &str) -> Child {
+    let script = format!(
+        "import socket,sys,time\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         g=socket.inet_aton('{group}'); i=socket.inet_aton('10.99.0.2')\n\
+         s.setsockopt(socket.IPPROTO_IP, 35, g+i)\n\
+         s.setsockopt(socket.IPPROTO_IP, 38, g+i+socket.inet_aton('{blocked}'))\n\
+         print('ok', flush=True)\n\
+         time.sleep(60)\n"
+    );
+    let mut child = ns
+        .command("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting python3 as nobody");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ok", "the receiver joined");
+    child
+}
+
+#[test]
+fn follow_mode_needs_ptrace_and_dac_read_search_and_works_with_the_units_set() {
+    let bed = Bed::new("sdf", "");
+    let all = unit().capabilities("CapabilityBoundingSet");
+    for cap in FOLLOW_ONLY {
+        assert!(all.iter().any(|c| c == cap), "the unit grants {cap}");
+        let fewer: Vec<String> = all.iter().filter(|c| *c != cap).cloned().collect();
+        let mut launch = bed.launch(NotifyAt::Path(bed.dir.path().join("notify")), Some(fewer));
+        launch.log = bed.dir.path().join(format!("without-{cap}.log"));
+        let mut service = Service::start(&unit(), &bed.link.receiver, &launch).unwrap();
+        service.wait_for("READY=1", READY_WITHIN).unwrap();
+        let out = bed.cli(&["attach", "rx0", "--follow"]);
+        assert_eq!(out.status.code(), Some(1), "without {cap}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("the daemon lacks {cap}")),
+            "without {cap}: {stderr}"
+        );
+        assert_eq!(bed.cli_json(&["owner", "rx0", "-j"])["followed"], false);
+        service.stop();
+        assert!(service.wait_exit(READY_WITHIN).unwrap().success());
+    }
+    // With the unit's set: another user's plain socket is found and its filter enforced.
+    let mut service = bed.start(NotifyAt::Path(bed.dir.path().join("notify")));
+    service.wait_for("READY=1", READY_WITHIN).unwrap();
+    let attached = bed.cli_json(&["attach", "rx0", "--follow", "-j"]);
+    assert_eq!(attached["followed"], true, "{attached}");
+    let mut app = nobody_receiver(&bed.link.receiver, "232.44.0.7", "10.99.0.5");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = bed.cli_json(&["list", "-j"]);
+        let entry = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["group"] == "232.44.0.7")
+            .cloned();
+        if let Some(e) = &entry
+            && e["follow"]["complete"] == true
+        {
+            assert_eq!(e["mode"], "exclude", "{e}");
+            assert_eq!(e["sources"][0]["source"], "10.99.0.5", "{e}");
+            let socket = &e["follow"]["sockets"][0];
+            assert_eq!(socket["pid"], app.id(), "{e}");
+            assert_eq!(socket["origin"], "followed", "{e}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other user's socket is not enforced: {entry:?}\n{}",
+            service.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = app.kill();
+    let _ = app.wait();
+    service.stop();
+    assert!(service.wait_exit(READY_WITHIN).unwrap().success());
+}
+
 #[test]
 fn the_units_capabilities_suffice_and_each_is_needed() {
     let bed = Bed::new("sdc", "");
@@ -267,6 +369,9 @@ fn the_units_capabilities_suffice_and_each_is_needed() {
         "the ambient set (for a non-root User=) matches the bounding set"
     );
     for missing in &all {
+        if FOLLOW_ONLY.contains(&missing.as_str()) {
+            continue;
+        }
         let fewer: Vec<String> = all.iter().filter(|c| *c != missing).cloned().collect();
         let log = bed.dir.path().join(format!("without-{missing}.log"));
         let mut launch = bed.launch(

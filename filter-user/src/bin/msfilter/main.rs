@@ -11,6 +11,7 @@ mod frames;
 mod generate;
 mod output;
 mod top;
+mod trace;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -97,6 +98,10 @@ enum Command {
     /// Judge frames (hex lines, or a pcap file) by the policy the daemon enforces on IFACE:
     /// the verdict and reason of each, by the reference model of the XDP program.
     Explain(explain::ExplainArgs),
+    /// Live per-packet verdicts on IFACE from the XDP program itself: interface, group,
+    /// source, verdict, reason and length of each frame (sampled with --sample); -j: one
+    /// JSON object per frame, one per line. Reads the pinned maps (root or CAP_BPF).
+    Trace(trace::TraceArgs),
     /// Take ownership of IFACE: fill its entries, then attach the XDP program.
     Attach {
         /// Interface name or index.
@@ -112,6 +117,11 @@ enum Command {
         /// daemon; default: the daemon's own program).
         #[arg(long, requires = "replace")]
         object: Option<PathBuf>,
+        /// Follow IFACE: XDP enforces the merge of every socket there, read from the kernel
+        /// (applications unchanged), instead of the merge of msfilter's clients. Needs
+        /// CAP_SYS_PTRACE besides the daemon's usual capabilities (docs/follow.md).
+        #[arg(long)]
+        follow: bool,
     },
     /// Release IFACE: detach the program and delete its entries (memberships stay).
     Detach {
@@ -305,14 +315,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::List { iface, group, page } => {
             let mut c = Client::connect(&socket).await?;
             let mut list = output::List::new(json);
-            c.list(ListFilter { iface, group }, Some(page), |entries| {
-                list.page(&entries);
+            c.list_pages(ListFilter { iface, group }, Some(page), |page| {
+                list.page(&page.entries, &page.followed);
             })
             .await?;
             list.finish()
         }
         Command::Stats => out.stats(&Client::connect(&socket).await?.stats().await?),
         Command::Explain(args) => return explain::run(args, &socket, json).await,
+        Command::Trace(args) => {
+            trace::run(&args, json)?;
+            return Ok(());
+        }
         Command::Top(args) => {
             top::run(args, &socket, json).await?;
             return Ok(());
@@ -322,11 +336,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             mode,
             replace,
             object,
+            follow,
         } => {
             let object = object.map(|p| p.to_string_lossy().into_owned());
             let reply = mutate(socket, client)
                 .await?
-                .attach(&iface, mode, replace, object.as_deref())
+                .attach_following(&iface, mode, replace, object.as_deref(), follow)
                 .await?;
             out.attached(&reply)
         }

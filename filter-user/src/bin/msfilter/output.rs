@@ -7,7 +7,8 @@ use std::{
 };
 
 use msfilter::daemon::protocol::{
-    AttachOutcome, Detached, FilterView, GroupEntry, OwnerView, Reloaded, StatsView,
+    AttachOutcome, Detached, FilterView, FollowedGroupView, GroupEntry, OwnerView, Reloaded,
+    StatsView,
 };
 use msfilter::policy::mode_name;
 use serde::Serialize;
@@ -87,14 +88,19 @@ impl Output {
         self.print(reply, |out| match reply {
             AttachOutcome::Attached(a) => writeln!(
                 out,
-                "{} {} (index {}) in {} mode: program {}, {} groups, {} sources",
+                "{} {} (index {}) in {} mode: program {}, {} groups, {} sources{}",
                 if a.adopted { "adopted" } else { "attached to" },
                 a.iface,
                 a.ifindex,
                 a.mode,
                 a.program_id,
                 a.groups,
-                a.sources
+                a.sources,
+                if a.followed {
+                    "; followed (XDP enforces the merge of every socket there)"
+                } else {
+                    ""
+                }
             ),
             AttachOutcome::Replaced(r) => writeln!(
                 out,
@@ -153,8 +159,8 @@ fn owner_lines(out: &mut impl io::Write, v: &OwnerView) -> io::Result<()> {
     match v.owner.as_str() {
         "msfilter" => writeln!(
             out,
-            "{} (index {}): msfilter (daemon pid {}), {program}, {mode} mode, since {}{}{}; {} groups, \
-             {} sources",
+            "{} (index {}): msfilter (daemon pid {}), {program}, {mode} mode, since {}{}{}{}; {} \
+             groups, {} sources",
             v.iface,
             v.ifindex,
             v.pid.unwrap_or(0),
@@ -166,6 +172,11 @@ fn owner_lines(out: &mut impl io::Write, v: &OwnerView) -> io::Result<()> {
                 ""
             },
             if v.replaced { ", program replaced" } else { "" },
+            if v.followed {
+                ", followed (XDP enforces the merge of every socket there)"
+            } else {
+                ""
+            },
             v.groups,
             v.sources
         ),
@@ -187,6 +198,42 @@ fn owner_lines(out: &mut impl io::Write, v: &OwnerView) -> io::Result<()> {
     }
 }
 
+/// The sockets of a followed group, under its entry.
+fn follow_lines(out: &mut impl io::Write, f: &FollowedGroupView) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<12}   followed: {}, {} sockets known, {} memberships in the kernel; merge {}{}",
+        "",
+        f.completeness,
+        f.sockets.len(),
+        f.kernel_memberships,
+        f.merged,
+        if f.complete {
+            String::new()
+        } else {
+            format!(", enforced {}", f.enforced)
+        }
+    )?;
+    for s in &f.sockets {
+        let origin = match &s.client {
+            Some(name) => format!("msfilter client {name}"),
+            None => "followed".to_string(),
+        };
+        writeln!(
+            out,
+            "{:<12}     pid {} ({}) socket {} {}: {} [{origin}]{}",
+            "",
+            s.pid,
+            s.command,
+            s.cookie,
+            s.family,
+            s.filter,
+            if s.trusted { "" } else { " (being read)" }
+        )?;
+    }
+    Ok(())
+}
+
 /// A listing printed page by page as it arrives (a streamed JSON array with `-j`), so a
 /// table of a million pairs never sits in memory whole.
 pub(crate) struct List {
@@ -206,20 +253,36 @@ impl List {
         }
     }
 
-    pub(crate) fn page(&mut self, entries: &[GroupEntry]) {
+    pub(crate) fn page(&mut self, entries: &[GroupEntry], followed: &[FollowedGroupView]) {
         if self.error.is_none()
-            && let Err(e) = self.write_page(entries)
+            && let Err(e) = self.write_page(entries, followed)
         {
             self.error = Some(e);
         }
     }
 
-    fn write_page(&mut self, entries: &[GroupEntry]) -> io::Result<()> {
+    fn write_page(
+        &mut self,
+        entries: &[GroupEntry],
+        followed: &[FollowedGroupView],
+    ) -> io::Result<()> {
         let mut out = io::BufWriter::new(io::stdout().lock());
         for entry in entries {
+            let follow = followed
+                .iter()
+                .find(|f| !entry.continued && f.ifindex == entry.ifindex && f.group == entry.group);
             if self.json {
                 out.write_all(if self.first { b"[\n" } else { b",\n" })?;
-                serde_json::to_writer(&mut out, entry)?;
+                match follow {
+                    None => serde_json::to_writer(&mut out, entry)?,
+                    Some(f) => {
+                        let mut value = serde_json::to_value(entry)?;
+                        if let Some(object) = value.as_object_mut() {
+                            object.insert("follow".into(), serde_json::to_value(f)?);
+                        }
+                        serde_json::to_writer(&mut out, &value)?;
+                    }
+                }
             } else {
                 if self.first {
                     writeln!(
@@ -245,6 +308,9 @@ impl List {
                         "{:<12}   source {:<40} matched {:>10} packets",
                         "", s.source, s.matched.packets
                     )?;
+                }
+                if let Some(f) = follow {
+                    follow_lines(&mut out, f)?;
                 }
             }
             self.first = false;
@@ -294,6 +360,23 @@ fn stats_lines(out: &mut impl io::Write, stats: &StatsView) -> io::Result<()> {
             out,
             "not restored at start-up (kept for the next start): client {}, {} on {}: {}",
             u.client, u.group, u.iface, u.reason
+        )?;
+    }
+    if let Some(f) = &stats.follow {
+        writeln!(
+            out,
+            "following {}: {} groups ({} complete), {} sockets; {} events, {} reads, {} scans, \
+             {} unreachable, {} events lost, {} untracked",
+            f.interfaces.join(", "),
+            f.groups,
+            f.complete,
+            f.sockets,
+            f.events,
+            f.reads,
+            f.scans,
+            f.unreachable,
+            f.lost,
+            f.untracked
         )?;
     }
     writeln!(

@@ -405,6 +405,7 @@ mod tests {
             attachments: vec![],
             map_memory: 0,
             unrestored: vec![],
+            follow: None,
         }
     }
 

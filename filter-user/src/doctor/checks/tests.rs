@@ -40,6 +40,7 @@ fn owner(iface: &str, owner: &str, mode: &str) -> OwnerView {
         pid: Some(7),
         adopted: false,
         replaced: false,
+        followed: false,
         groups: 1,
         sources: 2,
     }
@@ -67,6 +68,7 @@ fn healthy() -> Facts {
         mountinfo: Ok(MOUNTINFO.into()),
         pin_dir: PathBuf::from("/sys/fs/bpf/msfilter"),
         pinned_links: Some(1),
+        trace: None,
         sysctls: Sysctls {
             igmp_max_msf: Sysctl::Value(10),
             mld_max_msf: Sysctl::Value(64),
@@ -232,6 +234,16 @@ fn capabilities_of_the_daemon() {
     let f = daemon_capabilities(0x40_0000_1000);
     assert_eq!(f.status, Status::Fail);
     assert!(f.found.contains("lacks CAP_BPF"), "{f:?}");
+    // Follow mode's own needs are noted, not failed.
+    let f = daemon_capabilities(0xc0_0000_1000);
+    assert!(
+        f.found.contains(
+            "follow mode (attach --follow) also needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+        ),
+        "{f:?}"
+    );
+    let f = daemon_capabilities(0xc0_0008_1004);
+    assert!(!f.found.contains("follow mode"), "{f:?}");
 }
 
 #[test]
@@ -584,6 +596,37 @@ fn sockets_joined_outside_msfilter() {
 }
 
 #[test]
+fn groups_of_followed_interfaces_are_not_outside_members() {
+    let mut followed = owner("rx0", "msfilter", "driver");
+    followed.followed = true;
+    let view = DaemonView {
+        socket: "/run/msfilter.sock".into(),
+        pid: Some(7),
+        capabilities: None,
+        clients: 1,
+        groups: vec![
+            group("rx0", "232.1.1.1", Mode::Exclude, 0, 1),
+            group("rx1", "232.1.1.2", Mode::Exclude, 0, 1),
+        ],
+        owners: vec![followed, owner("rx1", "msfilter", "driver")],
+        problems: vec![],
+    };
+    let (managed, findings) = split_followed(&view);
+    assert_eq!(
+        managed,
+        vec![group("rx1", "232.1.1.2", Mode::Exclude, 0, 1)]
+    );
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].status, Status::Ok);
+    assert_eq!(findings[0].subject.as_deref(), Some("rx0"));
+    assert!(
+        findings[0].found.starts_with("followed"),
+        "{:?}",
+        findings[0]
+    );
+}
+
+#[test]
 fn the_report_in_json() {
     let mut facts = healthy();
     facts.sysctls.rp_filter_all = Sysctl::Value(1);
@@ -628,4 +671,29 @@ fn pages_of_one_group_are_merged() {
     };
     let merged = crate::doctor::host::merge_pages(vec![entry(false, 3), entry(true, 4)]);
     assert_eq!(merged, [group("rx0", "232.1.1.1", Mode::Exclude, 7, 2)]);
+}
+
+#[test]
+fn a_trace_left_on_by_a_killed_process_is_a_warning() {
+    assert!(
+        find(&evaluate(&healthy()), "trace").is_empty(),
+        "off: no finding"
+    );
+    let running = Facts {
+        trace: Some((4242, true)),
+        ..healthy()
+    };
+    assert_eq!(only(&evaluate(&running), "trace").status, Status::Ok);
+    let abandoned = Facts {
+        trace: Some((4242, false)),
+        ..healthy()
+    };
+    let report = evaluate(&abandoned);
+    let finding = only(&report, "trace");
+    assert_eq!(finding.status, Status::Warn);
+    assert!(finding.found.contains("4242"), "{finding:?}");
+    assert_eq!(
+        finding.action.as_deref(),
+        Some("switch it off: msfilter trace --off")
+    );
 }
