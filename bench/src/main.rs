@@ -102,7 +102,7 @@ fn main() -> Result<()> {
         })?
     };
     let trace = if wanted(Phase::Cost) {
-        Some(trace::run(if args.quick { 5 } else { 9 })?)
+        Some(trace::run(if args.quick { 11 } else { 31 })?)
     } else {
         None
     };

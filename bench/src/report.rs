@@ -915,8 +915,9 @@ fn program_cost_section(s: &mut String, r: &Report) {
         Some(TraceCost::Measured(rows)) => {
             let _ = writeln!(
                 s,
-                "\n| msfilter drop path, one cached key | as loaded | {GLOBAL} = 0 | \
-                 difference |"
+                "\n| msfilter drop path, one cached key, ns (mean of {} interleaved rounds) | as \
+                 loaded | {GLOBAL} = 0 | difference |",
+                rows.first().map_or(0, |t| t.rounds_as_loaded.len())
             );
             let _ = writeln!(s, "|---|---:|---:|---:|");
             for t in rows {
