@@ -2,10 +2,14 @@
 //!
 //! 1. Program cost (`program_cost`): BPF_PROG_TEST_RUN, ns per frame, random keys, at
 //!    several map sizes: the XDP_DROP floor, a bare hash lookup, msfilter's drop and pass
-//!    paths; IPv4, IPv6 and VLAN-tagged IPv4.
-//! 2. Live path (`live`): frames through a veth pair on one CPU: the floor, msfilter,
-//!    nftables, the kernel's socket filter, and plain delivery; IPv4 and IPv6.
-//! 3. Control plane (`control`): the daemon's API under load, and memory at 1M pairs.
+//!    paths; IPv4, IPv6 and VLAN-tagged IPv4; cached lookups by key width; and (`trace`)
+//!    the drop path as loaded against the trace path compiled out.
+//! 2. Live path (`live`): frames through a veth pair on one CPU: the floor, a bare lookup,
+//!    msfilter, nftables, the kernel's socket filter, and plain delivery; IPv4 and IPv6; at
+//!    1, 1,000 and 100,000 (group, source) pairs; without netfilter rules and with
+//!    connection tracking loaded; `perf stat` and `perf record` on the measuring CPU.
+//! 3. Scaling (`scaling`): frames over every CPU through a multi-queue veth.
+//! 4. Control plane (`control`): the daemon's API under load, and memory at 1M pairs.
 //!
 //! Figures are reported as measured, with the targets met or missed; outputs go to
 //! `target/bench/` (Markdown, JSON, SVG).
@@ -13,9 +17,12 @@
 mod control;
 mod frames;
 mod live;
+mod perf;
 mod program_cost;
 mod reference;
 mod report;
+mod scaling;
+mod trace;
 
 use std::path::PathBuf;
 
@@ -49,6 +56,7 @@ struct Args {
 enum Phase {
     Cost,
     Live,
+    Scaling,
     Control,
 }
 
@@ -80,6 +88,8 @@ fn main() -> Result<()> {
     eprintln!("msfilter benchmark ({command})");
 
     let wanted = |p: Phase| args.only.is_empty() || args.only.contains(&p);
+    let started = std::time::Instant::now();
+    let lap = |phase: &str| eprintln!("  {phase} done at {:.0} s", started.elapsed().as_secs_f64());
     eprintln!("program cost…");
     let costs = if !wanted(Phase::Cost) {
         Vec::new()
@@ -91,16 +101,35 @@ fn main() -> Result<()> {
             seed: args.seed,
         })?
     };
+    let trace = if wanted(Phase::Cost) {
+        Some(trace::run(if args.quick { 11 } else { 31 })?)
+    } else {
+        None
+    };
+    lap("program cost");
     eprintln!("live path…");
     let lives = if !wanted(Phase::Live) {
-        Vec::new()
+        live::LiveReport::default()
     } else {
         live::run(&live::Settings {
-            frames: if args.quick { 500_000 } else { 2_000_000 },
+            frames: if args.quick { 300_000 } else { 1_000_000 },
             rounds: if args.quick { 3 } else { 5 },
             cpu: cpus - 1,
+            sizes: vec![1, 1_000, 100_000],
         })?
     };
+    lap("live path");
+    eprintln!("scaling…");
+    let scaling = if !wanted(Phase::Scaling) {
+        Vec::new()
+    } else {
+        scaling::run(&scaling::Settings {
+            frames: if args.quick { 300_000 } else { 1_000_000 },
+            rounds: if args.quick { 3 } else { 5 },
+            cpus,
+        })?
+    };
+    lap("scaling");
     eprintln!("control plane…");
     let control = if !wanted(Phase::Control) {
         None
@@ -108,6 +137,7 @@ fn main() -> Result<()> {
         Some(control::run(&control::Settings { requests: 10_000 })?)
     };
 
+    lap("control plane");
     let program = {
         let dp = msfilter::datapath::Datapath::load(&Default::default())?;
         let size = dp.program_size()?;
@@ -117,7 +147,7 @@ fn main() -> Result<()> {
             jited_bytes: size.jited_bytes,
         }
     };
-    let targets = report::targets(&costs, &lives, control.as_ref());
+    let targets = report::targets(&costs, &lives, trace.as_ref(), control.as_ref());
     let report = report::Report {
         machine: report::Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")?
@@ -133,7 +163,9 @@ fn main() -> Result<()> {
         },
         program,
         program_cost: costs,
+        trace,
         live: lives,
+        scaling,
         control,
         targets,
     };

@@ -37,8 +37,11 @@ pub const FLOOR: &str = "XDP_DROP floor";
 pub const BARE: &str = "bare hash lookup";
 pub const DROP: &str = "msfilter drop path";
 pub const PASS: &str = "msfilter pass path";
+/// Cached lookups by key width (one frame repeated), IPv4 frames.
+pub const KEY4: &str = "lookup, 4-byte key";
+pub const KEY20: &str = "lookup, 20-byte key (group)";
 
-fn group(shape: Shape, i: u32) -> Addr {
+pub(crate) fn group(shape: Shape, i: u32) -> Addr {
     let [_, a, b, c] = i.to_be_bytes();
     if shape.is_ipv6() {
         let mut g = [0u8; 16];
@@ -54,7 +57,7 @@ fn group(shape: Shape, i: u32) -> Addr {
 }
 
 /// Source `i` of a group; `listed` ones are in the filter, the others are not.
-fn source(shape: Shape, i: u32, listed: bool) -> Addr {
+pub(crate) fn source(shape: Shape, i: u32, listed: bool) -> Addr {
     let [_, a, b, c] = i.to_be_bytes();
     if shape.is_ipv6() {
         let mut s = [0u8; 16];
@@ -120,6 +123,10 @@ pub fn run(settings: &Settings) -> Result<Vec<CostRow>> {
                     })
                     .collect();
                 reference.fill_lookup(&keys)?;
+                // The cached runs' frame: group 0, listed source 0.
+                reference.fill_group_lookup(&GroupKey::new(LOOPBACK, group(family, 0)))?;
+                let [_, _, _, _, _, _, _, _, _, _, _, _, a, b, c, d] = source(family, 0, true);
+                reference.fill_u32_lookup(u32::from_be_bytes([a, b, c, d]))?;
                 bare_filled = true;
             }
             let shapes: &[Shape] = if family == Shape::Ipv4 {
@@ -200,28 +207,29 @@ fn cached(
     const REPEAT: u32 = 200_000;
     let drop_frame = udp(shape, &group(family, 0), &source(family, 0, true));
     let pass_frame = udp(shape, &group(family, 0), &source(family, 0, false));
-    let repeated = |program: &aya::programs::Xdp, frame: &[u8]| -> Result<f64> {
+    let repeated = |name: &str, frame: &[u8]| -> Result<f64> {
         use aya::programs::{TestRun as _, TestRunOptions};
-        let r = program.test_run(TestRunOptions {
+        let r = reference.program(name)?.test_run(TestRunOptions {
             data_in: Some(frame),
             repeat: REPEAT,
             ..TestRunOptions::default()
         })?;
+        // Every program here drops this frame (the lookups find their key).
+        ensure!(r.return_value == 1, "{name} did not drop the cached frame");
         Ok(r.duration.as_nanos() as f64)
     };
-    let mut runs: [Vec<f64>; 4] = Default::default();
+    let mut runs: [Vec<f64>; 6] = Default::default();
     for _ in 0..rounds {
-        runs[0].push(repeated(reference.program(reference::DROP)?, &drop_frame)?);
+        runs[0].push(repeated(reference::DROP, &drop_frame)?);
         if shape == Shape::Ipv4 {
-            runs[1].push(repeated(
-                reference.program(reference::LOOKUP)?,
-                &drop_frame,
-            )?);
+            runs[1].push(repeated(reference::LOOKUP, &drop_frame)?);
+            runs[4].push(repeated(reference::LOOKUP_U32, &drop_frame)?);
+            runs[5].push(repeated(reference::LOOKUP_GROUP, &drop_frame)?);
         }
         runs[2].push(dp.test_run_repeat(&drop_frame, None, REPEAT)?.1.as_nanos() as f64);
         runs[3].push(dp.test_run_repeat(&pass_frame, None, REPEAT)?.1.as_nanos() as f64);
     }
-    Ok([FLOOR, BARE, DROP, PASS]
+    Ok([FLOOR, BARE, DROP, PASS, KEY4, KEY20]
         .into_iter()
         .zip(runs)
         .filter(|(_, r)| !r.is_empty())

@@ -1,5 +1,7 @@
 //! The reference programs (`bench-ebpf`): the XDP_DROP floor, XDP_PASS, the XDP_TX
-//! generator, and the bare hash lookup; and running programs through BPF_PROG_TEST_RUN.
+//! generator, and the bare hash lookups (msfilter's 40-byte source key over IPv4 and IPv6
+//! frames, its 20-byte group key, a 4-byte key); and running programs through
+//! BPF_PROG_TEST_RUN.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,7 @@ use aya::{
     maps::{HashMap, PerCpuArray},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use msfilter_common::{Counter, SourceKey};
+use msfilter_common::{Counter, GroupKey, SourceKey};
 
 /// The object built from `bench-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-xdp"));
@@ -18,6 +20,9 @@ pub const DROP: &str = "bench_drop";
 pub const PASS: &str = "bench_pass";
 pub const TX: &str = "bench_tx";
 pub const LOOKUP: &str = "bench_lookup";
+pub const LOOKUP6: &str = "bench_lookup6";
+pub const LOOKUP_GROUP: &str = "bench_lookup_group";
+pub const LOOKUP_U32: &str = "bench_lookup_u32";
 
 /// The loaded reference programs and their maps.
 pub struct Reference {
@@ -34,7 +39,7 @@ impl Reference {
             .map_max_entries("BENCH_LOOKUP", lookup_entries.max(1))
             .load(OBJECT)
             .context("loading the reference programs")?;
-        for name in [DROP, PASS, TX, LOOKUP] {
+        for name in [DROP, PASS, TX, LOOKUP, LOOKUP6, LOOKUP_GROUP, LOOKUP_U32] {
             program_mut(&mut ebpf, name)?
                 .load()
                 .with_context(|| format!("loading {name}"))?;
@@ -56,6 +61,28 @@ impl Reference {
         for key in keys {
             map.insert(key, Counter::ZERO, 0)?;
         }
+        Ok(())
+    }
+
+    /// Put `key` into the 20-byte-key map.
+    pub fn fill_group_lookup(&mut self, key: &GroupKey) -> Result<()> {
+        let mut map: HashMap<_, GroupKey, Counter> = HashMap::try_from(
+            self.ebpf
+                .map_mut("BENCH_LOOKUP_GROUP")
+                .context("no group lookup map")?,
+        )?;
+        map.insert(key, Counter::ZERO, 0)?;
+        Ok(())
+    }
+
+    /// Put `key` into the 4-byte-key map.
+    pub fn fill_u32_lookup(&mut self, key: u32) -> Result<()> {
+        let mut map: HashMap<_, u32, Counter> = HashMap::try_from(
+            self.ebpf
+                .map_mut("BENCH_LOOKUP_U32")
+                .context("no u32 lookup map")?,
+        )?;
+        map.insert(key, Counter::ZERO, 0)?;
         Ok(())
     }
 
