@@ -188,7 +188,10 @@ mod tests {
         assert_eq!(t[1].met, Some(false));
         assert_eq!(t[1].measured, "1500 µs");
         let md = markdown(&r);
-        assert!(md.contains("| 200 | 100 | 1450 | 120 | 1500 | 1501 |"), "{md}");
+        assert!(
+            md.contains("| 200 | 100 | 1450 | 120 | 1500 | 1501 |"),
+            "{md}"
+        );
         assert!(markdown(&FollowReport::default()).is_empty());
     }
 }

@@ -10,11 +10,14 @@
 //!    connection tracking loaded; `perf stat` and `perf record` on the measuring CPU.
 //! 3. Scaling (`scaling`): frames over every CPU through a multi-queue veth.
 //! 4. Control plane (`control`): the daemon's API under load, and memory at 1M pairs.
+//! 5. Follow mode (`follow`): setsockopt → XDP map update with N followed sockets, and what
+//!    the hook adds to every setsockopt.
 //!
 //! Figures are reported as measured, with the targets met or missed; outputs go to
 //! `target/bench/` (Markdown, JSON, SVG).
 
 mod control;
+mod follow;
 mod frames;
 mod live;
 mod perf;
@@ -58,6 +61,7 @@ enum Phase {
     Live,
     Scaling,
     Control,
+    Follow,
 }
 
 /// The median of a few measurements.
@@ -138,6 +142,17 @@ fn main() -> Result<()> {
     };
 
     lap("control plane");
+    eprintln!("follow mode…");
+    let follow = if wanted(Phase::Follow) {
+        Some(follow::run(&follow::Settings {
+            changes: if args.quick { 300 } else { 2_000 },
+            calls: 2_000,
+            rounds: if args.quick { 5 } else { 15 },
+        })?)
+    } else {
+        None
+    };
+    lap("follow mode");
     let program = {
         let dp = msfilter::datapath::Datapath::load(&Default::default())?;
         let size = dp.program_size()?;
@@ -147,7 +162,8 @@ fn main() -> Result<()> {
             jited_bytes: size.jited_bytes,
         }
     };
-    let targets = report::targets(&costs, &lives, trace.as_ref(), control.as_ref());
+    let mut targets = report::targets(&costs, &lives, trace.as_ref(), control.as_ref());
+    targets.extend(follow.iter().flat_map(follow::targets));
     let report = report::Report {
         machine: report::Machine {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")?
@@ -167,6 +183,7 @@ fn main() -> Result<()> {
         live: lives,
         scaling,
         control,
+        follow,
         targets,
     };
     report::write(&args.out, &report).context("writing the report")?;

@@ -57,6 +57,7 @@ pub struct Report {
     pub live: LiveReport,
     pub scaling: Vec<ScaleRow>,
     pub control: Option<ControlReport>,
+    pub follow: Option<crate::follow::FollowReport>,
     pub targets: Vec<Target>,
 }
 
@@ -657,6 +658,9 @@ pub fn markdown(r: &Report) -> String {
             c.pairs_at_scale, c.map_memory_mib
         );
     }
+    if let Some(f) = &r.follow {
+        let _ = write!(s, "\n{}", crate::follow::markdown(f));
+    }
     let _ = writeln!(s, "\n### Targets\n");
     let _ = writeln!(s, "| target | goal | measured | |");
     let _ = writeln!(s, "|---|---|---|---|");
@@ -1201,6 +1205,7 @@ mod tests {
             live,
             scaling: Vec::new(),
             control: Some(control),
+            follow: None,
             targets,
         }
     }
