@@ -243,6 +243,13 @@ impl Processes {
         }
     }
 
+    /// The inode of whatever descriptor `fd` of `pid` is now.
+    fn inode_at(&mut self, pid: u32, fd: i32) -> Option<u64> {
+        let proc = self.process(pid)?;
+        let dup = pidfd_getfd(proc.pidfd.as_fd(), fd).ok()?;
+        fstat_inode(dup.as_fd())
+    }
+
     /// The socket named `id` in process `pid`, if it is there. `known_fd` is where it was
     /// last seen.
     pub fn find(
@@ -252,13 +259,16 @@ impl Processes {
         id: u64,
         known_fd: Option<i32>,
     ) -> Option<Found> {
-        let fds = procfs::socket_fds(pid);
+        // Where it was last seen, first: one duplicate, no walk of the process's
+        // descriptors (which costs a readlink per descriptor, and receivers may hold many).
+        // The id read from the duplicate proves it is the same socket.
         if let Some(fd) = known_fd
-            && let Some(&(_, inode)) = fds.iter().find(|(f, _)| *f == fd)
+            && let Some(inode) = self.inode_at(pid, fd)
             && let Some(found) = self.classify(hooks, pid, fd, inode, Some(id))
         {
             return Some(found);
         }
+        let fds = procfs::socket_fds(pid);
         for &(fd, inode) in &fds {
             if Some(fd) == known_fd {
                 continue;
