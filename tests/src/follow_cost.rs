@@ -74,33 +74,28 @@ pub fn latency(bed: &Bed, changes: usize, others: usize) -> Latency {
     let group: IpAddr = "232.6.6.6".parse().unwrap();
     let source: IpAddr = "10.77.1.6".parse().unwrap();
     let key = GroupKey::new(bed.ifindex, addr_of(group));
-    let join = |app: &AppSocket, group: IpAddr| {
-        app.apply(
-            group,
-            bed.ifindex,
-            IFACE_V4,
-            &Request::JoinGroup,
-            OptionSet::ProtocolIndependent,
-        )
-        .expect("joining");
-    };
     let app = AppSocket::udp(&bed.ns, Family::V4);
-    join(&app, group);
+    apply(
+        bed,
+        &app,
+        group,
+        &Request::JoinGroup,
+        OptionSet::ProtocolIndependent,
+    );
     let cookie = app.cookie();
     let background: Vec<AppSocket> = (0..others)
         .map(|i| {
             let other = AppSocket::udp(&bed.ns, Family::V4);
             let g = IpAddr::V4(Ipv4Addr::new(232, 7, (i / 250) as u8, (i % 250) as u8 + 1));
-            join(&other, g);
-            other
-                .apply(
-                    g,
-                    bed.ifindex,
-                    IFACE_V4,
-                    &Request::BlockSource { source },
-                    OptionSet::ProtocolIndependent,
-                )
-                .expect("blocking");
+            apply(
+                bed,
+                &other,
+                g,
+                &Request::JoinGroup,
+                OptionSet::ProtocolIndependent,
+            );
+            let block = Request::BlockSource { source };
+            apply(bed, &other, g, &block, OptionSet::ProtocolIndependent);
             other
         })
         .collect();
@@ -164,20 +159,9 @@ pub fn latency(bed: &Bed, changes: usize, others: usize) -> Latency {
     };
     let (mut to_follower, mut to_map) = (Vec::new(), Vec::new());
     for i in 0..changes {
-        let blocked = i % 2 == 0;
-        let req = if blocked {
-            Request::BlockSource { source }
-        } else {
-            Request::UnblockSource { source }
-        };
-        app.apply(
-            group,
-            bed.ifindex,
-            IFACE_V4,
-            &req,
-            OptionSet::FamilySpecific,
-        )
-        .expect("changing the filter");
+        let blocked = i.is_multiple_of(2);
+        let change = block_or_unblock(i, source);
+        apply(bed, &app, group, &change, OptionSet::FamilySpecific);
         let returned = Instant::now();
         to_follower.push(wait_for(&record_rx, blocked).saturating_duration_since(returned));
         to_map.push(wait_for(&map_rx, blocked).saturating_duration_since(returned));
@@ -222,33 +206,21 @@ pub fn hook_cost(bed: &Bed, calls: usize, rounds: usize) -> HookCost {
     let group: IpAddr = "232.6.6.7".parse().unwrap();
     let source: IpAddr = "10.77.1.7".parse().unwrap();
     let app = AppSocket::udp(&bed.ns, Family::V4);
-    app.apply(
+    apply(
+        bed,
+        &app,
         group,
-        bed.ifindex,
-        IFACE_V4,
         &Request::JoinGroup,
         OptionSet::ProtocolIndependent,
-    )
-    .expect("joining");
+    );
     let netns = netns_cookie(bed);
     let cgroup = cgroup2();
     let time_calls = |membership: bool| -> Duration {
         let started = Instant::now();
         for i in 0..calls {
             if membership {
-                let req = if i % 2 == 0 {
-                    Request::BlockSource { source }
-                } else {
-                    Request::UnblockSource { source }
-                };
-                app.apply(
-                    group,
-                    bed.ifindex,
-                    IFACE_V4,
-                    &req,
-                    OptionSet::FamilySpecific,
-                )
-                .expect("changing the filter");
+                let change = block_or_unblock(i, source);
+                apply(bed, &app, group, &change, OptionSet::FamilySpecific);
             } else {
                 set_tos(&app, (i % 2) as i32 * 0x10);
             }
@@ -290,6 +262,21 @@ pub fn hook_cost(bed: &Bed, calls: usize, rounds: usize) -> HookCost {
         calls_per_round: calls,
         membership: measure(true),
         other: measure(false),
+    }
+}
+
+/// Apply `request` to `app` on `bed`'s interface; the kernel must accept it.
+fn apply(bed: &Bed, app: &AppSocket, group: IpAddr, request: &Request, set: OptionSet) {
+    app.apply(group, bed.ifindex, IFACE_V4, request, set)
+        .unwrap_or_else(|e| panic!("{request:?} on {group}: {e:?}"));
+}
+
+/// The `i`th change of a socket that alternately blocks and unblocks `source`.
+fn block_or_unblock(i: usize, source: IpAddr) -> Request {
+    if i.is_multiple_of(2) {
+        Request::BlockSource { source }
+    } else {
+        Request::UnblockSource { source }
     }
 }
 

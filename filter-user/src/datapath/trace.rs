@@ -58,16 +58,11 @@ impl Trace {
     /// Start a trace through the maps pinned in `dir`.
     pub fn start_pinned(dir: &Path, selection: TraceSelection) -> Result<Self> {
         let open = |name: &'static str| {
-            let path = pins::map_path(dir, name);
-            MapData::from_pin(&path).map_err(|e| DatapathError::PinnedMap {
-                detail: if path.exists() {
-                    e.to_string()
-                } else {
-                    "not pinned: no msfilter program with a packet trace has run with this pin \
-                     directory (start the daemon, or pass its --pin-dir)"
-                        .to_string()
-                },
-                path,
+            open_pinned(dir, name)?.ok_or_else(|| DatapathError::PinnedMap {
+                path: pins::map_path(dir, name),
+                detail: "not pinned: no msfilter program with a packet trace has run with this \
+                         pin directory (start the daemon, or pass its --pin-dir)"
+                    .to_string(),
             })
         };
         Self::start(open(TRACE_CONTROL_MAP)?, open(TRACE_EVENTS_MAP)?, selection)
@@ -201,16 +196,25 @@ impl Drop for Trace {
     }
 }
 
-/// The pinned trace switch of `dir`, opened (`None`: not pinned there).
-fn open_pinned_control(dir: &Path) -> Result<Option<Array<MapData, TraceControl>>> {
-    let path = pins::map_path(dir, TRACE_CONTROL_MAP);
+/// Map `name` pinned in `dir` (`None`: not pinned there).
+fn open_pinned(dir: &Path, name: &str) -> Result<Option<MapData>> {
+    let path = pins::map_path(dir, name);
     if !path.exists() {
         return Ok(None);
     }
-    let data = MapData::from_pin(&path).map_err(|e| DatapathError::PinnedMap {
-        path,
-        detail: e.to_string(),
-    })?;
+    MapData::from_pin(&path)
+        .map(Some)
+        .map_err(|e| DatapathError::PinnedMap {
+            path,
+            detail: e.to_string(),
+        })
+}
+
+/// The pinned trace switch of `dir`, opened (`None`: not pinned there).
+fn open_pinned_control(dir: &Path) -> Result<Option<Array<MapData, TraceControl>>> {
+    let Some(data) = open_pinned(dir, TRACE_CONTROL_MAP)? else {
+        return Ok(None);
+    };
     Map::from_map_data(data)
         .and_then(Array::try_from)
         .map(Some)
