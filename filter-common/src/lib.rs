@@ -6,6 +6,7 @@
 //! * [`verdict`]: verdicts, reasons and the **reference model** of the XDP program.
 //! * [`trace`]: the packet trace's switch and events (`msfilter trace`).
 //! * [`follow`]: what the follow-mode hooks and the follower share (events, maps, decoding).
+//! * [`unjoined`]: dropping groups nobody joined (the interface flags and the gate).
 #![cfg_attr(not(test), no_std)]
 
 pub mod follow;
@@ -13,6 +14,7 @@ pub mod headers;
 pub mod limits;
 pub mod maps;
 pub mod trace;
+pub mod unjoined;
 pub mod verdict;
 
 pub use maps::{Addr, Counter, GroupKey, GroupState, GroupValue, Mode, SourceKey};

@@ -20,7 +20,8 @@
 //!    a non-first fragment stops the walk with the fragment header's next-header. A longer
 //!    chain passes ([`Reason::ExtensionChainTooLong`]). MLD (ICMPv6 130, 131, 132, 143) and
 //!    PIM pass; so does ICMPv6 in a non-first fragment, whose type cannot be seen.
-//! 4. The group on the ingress interface: absent → pass ([`Reason::Unmanaged`]); otherwise
+//! 4. The group on the ingress interface: absent → pass ([`Reason::Unmanaged`]), or drop
+//!    ([`Reason::Unjoined`]) where the interface drops unjoined groups ([`unjoined`]); otherwise
 //!    [`decide`] by mode and whether the source is listed in the group's active generation.
 
 use crate::headers::{
@@ -30,6 +31,7 @@ use crate::headers::{
 };
 use crate::limits::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
 use crate::maps::{Addr, GroupKey, GroupState, Mode, SourceKey, ipv4_mapped};
+use crate::unjoined;
 
 /// What XDP does with a frame. The values are the kernel's `XDP_DROP` and `XDP_PASS`.
 #[repr(u32)]
@@ -78,10 +80,13 @@ pub enum Reason {
     Excluded = 10,
     /// INCLUDE mode, source not listed. Drop.
     NotIncluded = 11,
+    /// No socket on the interface joined the group, and the interface drops unjoined groups
+    /// (`crate::unjoined`). Drop.
+    Unjoined = 12,
 }
 
 impl Reason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     pub const ALL: [Self; Self::COUNT] = [
         Self::NotIp,
@@ -96,12 +101,13 @@ impl Reason {
         Self::Included,
         Self::Excluded,
         Self::NotIncluded,
+        Self::Unjoined,
     ];
 
     #[inline(always)]
     pub const fn verdict(self) -> Verdict {
         match self {
-            Self::Excluded | Self::NotIncluded => Verdict::Drop,
+            Self::Excluded | Self::NotIncluded | Self::Unjoined => Verdict::Drop,
             _ => Verdict::Pass,
         }
     }
@@ -121,6 +127,7 @@ impl Reason {
             Self::Included => "include-mode-listed-source",
             Self::Excluded => "exclude-mode-listed-source",
             Self::NotIncluded => "include-mode-unlisted-source",
+            Self::Unjoined => "unjoined-group",
         }
     }
 
@@ -150,6 +157,11 @@ pub trait Policy {
     fn group(&self, key: &GroupKey) -> Option<GroupState>;
     /// Whether this source entry exists.
     fn has_source(&self, key: &SourceKey) -> bool;
+    /// The interface's `unjoined::UNJOINED_MAP` bits if the gate is closed now, else 0
+    /// (groups absent from the groups map then pass).
+    fn drops_unjoined(&self, _ifindex: u32) -> u32 {
+        0
+    }
 }
 
 /// The reference model: the verdict and reason the XDP program must give `frame` when it
@@ -175,7 +187,11 @@ fn judge<P: Policy + ?Sized>(frame: &[u8], ifindex: u32, policy: &P) -> Result<R
         _ => return Err(Reason::NotIp),
     };
     let Some(state) = policy.group(&GroupKey::new(ifindex, group)) else {
-        return Ok(Reason::Unmanaged);
+        return Ok(unjoined::decide(
+            policy.drops_unjoined(ifindex),
+            &group,
+            true,
+        ));
     };
     let listed = policy.has_source(&SourceKey::new(ifindex, state.generation(), group, source));
     Ok(decide(state.mode(), listed))

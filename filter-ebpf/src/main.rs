@@ -17,6 +17,7 @@ mod keys;
 mod maps;
 mod parse;
 mod trace;
+mod unjoined;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use msfilter_common::{Reason, Verdict, verdict::decide};
@@ -53,7 +54,7 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
 #[inline(always)]
 fn judge(ifindex: u32, Frame { group, source }: &Frame, len: u64) -> Reason {
     let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, group)) else {
-        return Reason::Unmanaged;
+        return unjoined::judge(ifindex, group);
     };
     // SAFETY: the pointer comes from a successful lookup in a per-CPU map: this CPU's copy,
     // which nothing else writes while this program runs on this CPU.

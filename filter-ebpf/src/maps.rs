@@ -11,6 +11,7 @@ use msfilter_common::{
     limits::{DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},
     maps::SourceValue,
     trace::{TRACE_RING_BYTES, TraceControl},
+    unjoined::{GATE_ENTRIES, MAX_UNJOINED_INTERFACES},
 };
 
 /// `limits::GROUPS_MAP`: mode, generation and per-CPU counters of each managed group.
@@ -37,3 +38,12 @@ pub(crate) static MSF_TRACE_CTL: Array<TraceControl> = Array::with_max_entries(1
 /// `trace::TRACE_EVENTS_MAP`: traced frames, while a trace runs.
 #[map]
 pub(crate) static MSF_TRACE: RingBuf = RingBuf::with_byte_size(TRACE_RING_BYTES, 0);
+
+/// `unjoined::UNJOINED_MAP`: interfaces that drop groups nobody joined, by family bit.
+#[map]
+pub(crate) static MSF_UNJOINED: HashMap<u32, u32> =
+    HashMap::with_max_entries(MAX_UNJOINED_INTERFACES, 0);
+
+/// `unjoined::GATE_MAP`: options begun, options reflected, and the daemon's lease.
+#[map]
+pub(crate) static MSF_UNJOINED_GATE: Array<u64> = Array::with_max_entries(GATE_ENTRIES, 0);

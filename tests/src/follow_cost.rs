@@ -231,7 +231,7 @@ pub fn hook_cost(bed: &Bed, calls: usize, rounds: usize) -> HookCost {
         let (mut off, mut on, mut added) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let a = time_calls(membership);
-            let mut hooks = Hooks::attach(&cgroup, netns).expect("attaching the hooks");
+            let mut hooks = Hooks::attach(&cgroup, netns, None).expect("attaching the hooks");
             let b = time_calls(membership);
             let mut events = 0;
             hooks.drain(|_| events += 1);

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use msfilter::datapath::{Capacities, Datapath, Installed, LoadOptions};
+use msfilter::datapath::{Capacities, Datapath, Installed, LoadOptions, monotonic_ns};
 use msfilter_common::{
-    Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, maps::ipv4_unmapped,
+    Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, maps::ipv4_unmapped, unjoined,
     verdict::verdict,
 };
 
@@ -33,6 +33,48 @@ impl Policy for MapsPolicy<'_> {
             installed.state.generation() == key.generation
                 && installed.sources.contains(&key.source)
         })
+    }
+}
+
+/// Everything the program consults: the maps' groups and sources, and the drop-unjoined
+/// state as it stands now (the interfaces' bits count only while the gate is closed).
+#[derive(Clone, Debug)]
+pub struct DatapathPolicy<'a> {
+    pub maps: MapsPolicy<'a>,
+    pub unjoined: BTreeMap<u32, u32>,
+    pub gate_closed: bool,
+}
+
+impl Policy for DatapathPolicy<'_> {
+    fn group(&self, key: &GroupKey) -> Option<GroupState> {
+        self.maps.group(key)
+    }
+
+    fn has_source(&self, key: &SourceKey) -> bool {
+        self.maps.has_source(key)
+    }
+
+    fn drops_unjoined(&self, ifindex: u32) -> u32 {
+        if self.gate_closed {
+            self.unjoined.get(&ifindex).copied().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+}
+
+/// What `dp` holds now, as a policy for the model.
+pub fn policy_of(dp: &Datapath) -> DatapathPolicy<'_> {
+    let gate = dp.gate().expect("reading the drop-unjoined gate");
+    DatapathPolicy {
+        maps: MapsPolicy(dp.installed()),
+        unjoined: dp.unjoined().expect("reading the drop-unjoined interfaces"),
+        gate_closed: unjoined::gate_closed(
+            gate.begun,
+            gate.settled,
+            gate.lease_until_ns,
+            monotonic_ns(),
+        ),
     }
 }
 
@@ -73,7 +115,7 @@ pub fn two_interfaces(tag: &str) -> (Netns, u32, u32) {
 /// The model's verdict and reason for `frame` arriving on `ifindex`, under what `dp`'s maps
 /// hold.
 pub fn judge_model(dp: &Datapath, frame: &[u8], ifindex: u32) -> (Verdict, Reason) {
-    verdict(frame, ifindex, &MapsPolicy(dp.installed()))
+    verdict(frame, ifindex, &policy_of(dp))
 }
 
 /// The XDP program's verdict and reason for `frame` arriving on `ifindex` (which must exist

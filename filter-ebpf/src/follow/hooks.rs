@@ -18,14 +18,17 @@ use aya_ebpf::{
     },
     programs::{SockContext, SockoptContext},
 };
-use msfilter_common::follow::{
-    EVENT_RELEASE, EVENT_SETSOCKOPT, Event, HOOK_ID_BIT, OPTVAL_PREFIX, SockStore, SocketSeq, Stat,
-    is_membership_option,
+use msfilter_common::{
+    follow::{
+        EVENT_RELEASE, EVENT_SETSOCKOPT, Event, HOOK_ID_BIT, OPTVAL_PREFIX, SockStore, SocketSeq,
+        Stat, is_membership_option,
+    },
+    unjoined::GATE_BEGUN,
 };
 
 use crate::maps::{
     MSF_FOLLOW_EVENTS, MSF_FOLLOW_NETNS_COOKIE, MSF_FOLLOW_SOCKETS, MSF_FOLLOW_SOCKID,
-    MSF_FOLLOW_STATS,
+    MSF_FOLLOW_STATS, MSF_UNJOINED_GATE,
 };
 
 /// `BPF_NOEXIST`: insert only if the key is absent.
@@ -110,6 +113,17 @@ pub(crate) fn setsockopt(ctx: &SockoptContext) {
     };
     event.copied = copy_prefix(start, end, &mut event.optval);
     emit(&event);
+    open_gate();
+}
+
+/// One more option in flight for drop-unjoined (`msfilter_common::unjoined`): counted after
+/// its event is out, so a follower that read the count has the events it covers.
+#[inline(always)]
+fn open_gate() {
+    if let Some(begun) = MSF_UNJOINED_GATE.get_ptr_mut(GATE_BEGUN) {
+        // SAFETY: an element of an array map, 8-byte aligned; shared by all CPUs.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(begun, 1) };
+    }
 }
 
 /// Count one more begun option on socket `id` and return the new count (0 if the socket

@@ -5,9 +5,12 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     btf_maps::SkStorage,
     macros::{btf_map, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use msfilter_common::follow::{EVENTS_BYTES, MAX_SOCKETS, SockStore, SocketSeq, Stat};
+use msfilter_common::{
+    follow::{EVENTS_BYTES, MAX_SOCKETS, SockStore, SocketSeq, Stat},
+    unjoined::GATE_ENTRIES,
+};
 
 /// `follow::NETNS_COOKIE_GLOBAL`: set by the loader to the followed namespace's cookie.
 #[unsafe(no_mangle)]
@@ -33,3 +36,8 @@ pub(crate) static MSF_FOLLOW_SOCKETS: HashMap<u64, SocketSeq> =
 #[map]
 pub(crate) static MSF_FOLLOW_STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(Stat::COUNT as u32, 0);
+
+/// `unjoined::GATE_MAP`, shared with the XDP program through the pin directory: the hooks
+/// count every membership option begun.
+#[map]
+pub(crate) static MSF_UNJOINED_GATE: Array<u64> = Array::with_max_entries(GATE_ENTRIES, 0);

@@ -470,6 +470,7 @@ impl Datapath {
             .map(|(k, _)| (*k, None))
             .collect();
         let change = self.maps.apply(&changes)?;
+        self.set_unjoined(ifindex, 0)?;
         Ok(change.groups_removed + change.sources_removed)
     }
 

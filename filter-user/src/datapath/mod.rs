@@ -19,6 +19,7 @@ mod maps;
 mod pins;
 pub mod sys;
 mod trace;
+mod unjoined;
 
 use std::{io, path::PathBuf};
 
@@ -31,8 +32,11 @@ use msfilter_common::limits::{
     PROGRAM_NAME, REASONS_MAP, SOURCES_MAP,
 };
 pub use trace::{Trace, TraceSelection, owner_alive, pinned_switch, switch_off_abandoned};
+pub use unjoined::{Gate, monotonic_ns};
 
 // What a group's entries must hold: the policy model's filter.
+use msfilter_common::unjoined::{GATE_MAP, UNJOINED_MAP};
+
 use crate::policy::GroupFilter;
 
 /// The XDP object built from `filter-ebpf` by `build.rs`.
@@ -150,6 +154,7 @@ pub struct ProgramSize {
 pub struct Datapath {
     ebpf: Ebpf,
     maps: maps::FilterMaps,
+    unjoined: unjoined::UnjoinedMaps,
     attachments: attach::Attachments,
     capacities: Capacities,
     pin_dir: Option<PathBuf>,
@@ -215,7 +220,8 @@ impl Datapath {
             Ok(match map {
                 aya::maps::Map::HashMap(d)
                 | aya::maps::Map::PerCpuHashMap(d)
-                | aya::maps::Map::PerCpuArray(d) => d,
+                | aya::maps::Map::PerCpuArray(d)
+                | aya::maps::Map::Array(d) => d,
                 _ => {
                     return Err(DatapathError::MissingInObject {
                         kind: "map of the expected type",
@@ -227,10 +233,15 @@ impl Datapath {
         let groups = take(GROUPS_MAP)?;
         let sources = take(SOURCES_MAP)?;
         let reasons = take(REASONS_MAP)?;
+        let unjoined = unjoined::UnjoinedMaps {
+            flags: take(UNJOINED_MAP)?,
+            gate: take(GATE_MAP)?,
+        };
         let maps = maps::FilterMaps::open(groups, sources, reasons, capacities)?;
         Ok(Self {
             ebpf,
             maps,
+            unjoined,
             attachments: attach::Attachments::default(),
             capacities,
             pin_dir: options.pin_dir.clone(),

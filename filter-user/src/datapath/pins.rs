@@ -2,7 +2,9 @@
 //! pinned, so XDP keeps enforcing when the daemon dies and a restarted daemon finds them.
 //!
 //! Layout: `<dir>/MSF_GROUPS`, `<dir>/MSF_SOURCES`, `<dir>/MSF_REASONS`, `<dir>/MSF_TRACE_CTL`,
-//! `<dir>/MSF_TRACE` (maps; the trace's two appear beside older pins on first load),
+//! `<dir>/MSF_TRACE`, `<dir>/MSF_UNJOINED`, `<dir>/MSF_UNJOINED_GATE` (maps; those newer than
+//! the first three appear beside older pins on first load; the gate is shared with the follow
+//! hooks),
 //! `<dir>/program` (the program the daemon loaded), `<dir>/link-<ifindex>` (the XDP link of an
 //! owned interface), `<dir>/program-<ifindex>` (a program that replaced it on that interface).
 
@@ -17,6 +19,7 @@ use aya::maps::MapData;
 use msfilter_common::{
     limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP},
     trace::{TRACE_CONTROL_MAP, TRACE_EVENTS_MAP},
+    unjoined::{GATE_MAP, UNJOINED_MAP},
 };
 
 use super::DatapathError;
@@ -24,12 +27,14 @@ use super::DatapathError;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps that are pinned, all shared by every program instance loaded with this directory.
-pub(super) const MAPS: [&str; 5] = [
+pub(super) const MAPS: [&str; 7] = [
     GROUPS_MAP,
     SOURCES_MAP,
     REASONS_MAP,
     TRACE_CONTROL_MAP,
     TRACE_EVENTS_MAP,
+    UNJOINED_MAP,
+    GATE_MAP,
 ];
 
 /// Where the maps are pinned.
@@ -167,6 +172,21 @@ pub(super) fn pinned_capacities(dir: &Path) -> Result<Option<(u32, u32)>, Datapa
                     info.value_size()
                 ),
             });
+        }
+        if name == REASONS_MAP && info.max_entries() != msfilter_common::Reason::COUNT as u32 {
+            // Pinned by a version with fewer reasons: only counters are lost by replacing it.
+            log::warn!(
+                "{} counts {} reasons where this msfilter has {}; replacing it (the counters \
+                 by reason restart from zero)",
+                path.display(),
+                info.max_entries(),
+                msfilter_common::Reason::COUNT
+            );
+            drop(map);
+            unpin(&path).map_err(|e| DatapathError::PinnedMap {
+                path: path.clone(),
+                detail: format!("removing it: {e}"),
+            })?;
         }
         capacities.push(Some(info.max_entries()));
     }

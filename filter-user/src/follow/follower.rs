@@ -11,6 +11,7 @@ use std::{
 use msfilter_common::{
     GroupKey,
     follow::{EVENT_RELEASE, EVENT_SETSOCKOPT, Event, Target},
+    unjoined::is_link_scope,
 };
 
 use super::{
@@ -46,6 +47,9 @@ pub struct FollowOptions {
     /// How often, at most, to look again at a thread that has not finished its option (the
     /// first looks come sooner: 20 µs, doubling up to this).
     pub poll_interval: Duration,
+    /// The drop-unjoined gate pinned by the datapath (`msfilter_common::unjoined`), for the
+    /// hooks to count options into; `None`: a gate of the hooks' own, seen by no XDP program.
+    pub gate_pin: Option<PathBuf>,
 }
 
 impl Default for FollowOptions {
@@ -58,6 +62,7 @@ impl Default for FollowOptions {
             promote_delay: Duration::from_millis(2),
             recheck_interval: Duration::from_secs(1),
             poll_interval: Duration::from_millis(1),
+            gate_pin: None,
         }
     }
 }
@@ -137,6 +142,12 @@ pub struct Follower {
     changes: BTreeMap<GroupKey, Option<GroupFilter>>,
     last_check: Option<Instant>,
     stats: FollowStats,
+    /// Interfaces where every group the kernel lists is kept open (drop-unjoined: what is
+    /// not in the maps is dropped).
+    open_joined: BTreeSet<u32>,
+    /// The hooks' option count that everything the follower holds reflects, once nothing is
+    /// in flight (`None` while something is).
+    settled_gate: Option<u64>,
 }
 
 fn gettid() -> u32 {
@@ -167,7 +178,7 @@ impl Follower {
                 source: e,
             })?,
         };
-        let hooks = Hooks::attach(&cgroup, netns_cookie)?;
+        let hooks = Hooks::attach(&cgroup, netns_cookie, options.gate_pin.as_deref())?;
         let grace = options.startup_grace;
         let mut follower = Self {
             hook_stats: hooks.stats()?,
@@ -189,6 +200,8 @@ impl Follower {
             changes: BTreeMap::new(),
             last_check: None,
             stats: FollowStats::default(),
+            open_joined: BTreeSet::new(),
+            settled_gate: None,
         };
         std::thread::sleep(grace);
         follower.process()?;
@@ -279,6 +292,8 @@ impl Follower {
     /// Take the events, settle and read the sockets they name, rescan when events were
     /// lost, and judge every group again. Cheap when nothing happened.
     pub fn process(&mut self) -> Result<(), FollowError> {
+        // Read before the events: every option this count covers has its event out.
+        let begun = self.hooks.gate_begun()?;
         let now = Instant::now();
         let before = self.stats;
         self.check_hook_stats(now)?;
@@ -301,7 +316,41 @@ impl Follower {
             self.recheck()?;
         }
         self.prune();
+        let quiet =
+            self.pending.is_empty() && self.rescan_pids.is_empty() && self.rescan_at.is_none();
+        self.settled_gate = quiet.then_some(begun);
         Ok(())
+    }
+
+    /// Keep every group the kernel lists on `ifindex` in the maps (a group without known
+    /// members as "pass everything"), so that dropping what is not there drops only groups
+    /// nobody joined. Link-scope groups are left out: the XDP program never drops them.
+    /// Returns whether this changed anything; then [`Follower::settled_gate`] is `None`
+    /// until the next [`Follower::process`] has judged the groups again.
+    pub fn keep_joined_open(&mut self, ifindex: u32, on: bool) -> bool {
+        let changed = if on {
+            self.open_joined.insert(ifindex)
+        } else {
+            self.open_joined.remove(&ifindex)
+        };
+        if changed {
+            self.last_check = None;
+            self.settled_gate = None;
+        }
+        changed
+    }
+
+    /// The hooks' option count that the follower's changes so far reflect, when no option
+    /// is in flight: once those changes are written, the XDP program may drop unjoined
+    /// groups up to this count (`Datapath::settle_gate`).
+    pub fn settled_gate(&self) -> Option<u64> {
+        self.settled_gate
+    }
+
+    /// What the follower enforces for `key` now (a followed group, or a joined group kept
+    /// open), if anything.
+    pub fn enforced(&self, key: &GroupKey) -> Option<&GroupFilter> {
+        self.enforced.get(key)
     }
 
     /// Forget what no socket needs any more: threads' latest options (they only resolve
@@ -800,10 +849,18 @@ impl Follower {
                 groups.insert(*key, group);
             }
         }
-        let enforced: BTreeMap<GroupKey, GroupFilter> = groups
+        let mut enforced: BTreeMap<GroupKey, GroupFilter> = groups
             .iter()
             .map(|(k, g)| (*k, g.enforced.clone()))
             .collect();
+        for key in users.keys() {
+            if self.open_joined.contains(&key.ifindex)
+                && !enforced.contains_key(key)
+                && !is_link_scope(&key.group)
+            {
+                enforced.insert(*key, table::pass_all());
+            }
+        }
         for (key, filter) in &enforced {
             if self.enforced.get(key) != Some(filter) {
                 self.changes.insert(*key, Some(filter.clone()));

@@ -11,12 +11,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf, SkStorage},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf, SkStorage},
     programs::{CgroupAttachMode, CgroupSock, CgroupSockopt},
 };
-use msfilter_common::follow::{
-    EVENTS_MAP, Event, NETNS_COOKIE_GLOBAL, RELEASE_PROGRAM, SETSOCKOPT_PROGRAM, SOCK_STORE_MAP,
-    SOCKETS_MAP, STATS_MAP, SockStore, SocketSeq, Stat,
+use msfilter_common::{
+    follow::{
+        EVENTS_MAP, Event, NETNS_COOKIE_GLOBAL, RELEASE_PROGRAM, SETSOCKOPT_PROGRAM,
+        SOCK_STORE_MAP, SOCKETS_MAP, STATS_MAP, SockStore, SocketSeq, Stat,
+    },
+    unjoined::{GATE_BEGUN, GATE_MAP},
 };
 
 use super::FollowError;
@@ -40,6 +43,7 @@ pub struct Hooks {
     sockets: HashMap<MapData, u64, SocketSeq>,
     ids: SkStorage<MapData, SockStore>,
     stats: PerCpuArray<MapData, u64>,
+    gate: Array<MapData, u64>,
     cgroup: PathBuf,
     // Holds the programs and their links (declared last: dropped after the maps).
     _ebpf: Ebpf,
@@ -56,15 +60,27 @@ impl Hooks {
     /// Load the object for the network namespace whose cookie is `netns_cookie`, attach the
     /// release hook and then the setsockopt hook to the cgroup v2 directory `cgroup` (with
     /// other programs allowed there too), and open the maps.
-    pub fn attach(cgroup: &Path, netns_cookie: u64) -> Result<Self, FollowError> {
+    ///
+    /// With `gate_pin`, the drop-unjoined gate (`msfilter_common::unjoined::GATE_MAP`) is the
+    /// one pinned there (by the datapath), so the XDP program sees the options begun.
+    pub fn attach(
+        cgroup: &Path,
+        netns_cookie: u64,
+        gate_pin: Option<&Path>,
+    ) -> Result<Self, FollowError> {
         if OBJECT.is_empty() {
             return Err(FollowError::ObjectMissing);
         }
         // No kernel BTF: the object has no CO-RE relocations, and parsing the kernel's BTF
         // would be most of the load time.
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(None)
-            .override_global(NETNS_COOKIE_GLOBAL, &netns_cookie, true)
+            .override_global(NETNS_COOKIE_GLOBAL, &netns_cookie, true);
+        if let Some(path) = gate_pin {
+            loader.map_pin_path(GATE_MAP, path);
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| FollowError::Load(error_chain(&e)))?;
         let dir = File::open(cgroup).map_err(|e| FollowError::Io {
@@ -111,14 +127,22 @@ impl Hooks {
         let sockets = HashMap::try_from(take(SOCKETS_MAP)?).map_err(map_error(SOCKETS_MAP))?;
         let ids = SkStorage::try_from(take(SOCK_STORE_MAP)?).map_err(map_error(SOCK_STORE_MAP))?;
         let stats = PerCpuArray::try_from(take(STATS_MAP)?).map_err(map_error(STATS_MAP))?;
+        let gate = Array::try_from(take(GATE_MAP)?).map_err(map_error(GATE_MAP))?;
         Ok(Self {
             events,
             sockets,
             ids,
             stats,
+            gate,
             cgroup: cgroup.to_path_buf(),
             _ebpf: ebpf,
         })
+    }
+
+    /// Membership options begun, as counted for the drop-unjoined gate (every option's event
+    /// is in the ring buffer before it is counted).
+    pub fn gate_begun(&self) -> Result<u64, FollowError> {
+        self.gate.get(&GATE_BEGUN, 0).map_err(map_error(GATE_MAP))
     }
 
     /// The cgroup directory the hooks are attached to.

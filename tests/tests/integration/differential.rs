@@ -16,7 +16,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use msfilter::{datapath::Datapath, policy::GroupFilter};
+use msfilter::{
+    datapath::{Datapath, Gate, monotonic_ns},
+    policy::GroupFilter,
+};
 use msfilter_common::{
     Addr, GroupKey, Mode, Reason, Verdict,
     headers::{
@@ -25,6 +28,7 @@ use msfilter_common::{
         IPPROTO_MH, IPPROTO_NONE, IPPROTO_PIM, IPPROTO_ROUTING, IPPROTO_SHIM6, IPPROTO_UDP,
     },
     maps::ipv4_mapped,
+    unjoined::{DROP_IPV4, DROP_IPV6},
 };
 use msfilter_testbed::{
     model::{judge_model, load_datapath, policy_summary, try_judge_kernel, two_interfaces},
@@ -170,6 +174,7 @@ fn random_policy(rng: &mut Rng, dp: &mut Datapath, pools: &Pools, ifindexes: &[u
     }
     dp.set_filters(desired.iter().map(|(k, (f, _))| (*k, f.clone())))
         .expect("installing a random policy");
+    random_unjoined(rng, dp, ifindexes);
     for (key, (filter, sources)) in &desired {
         let Some(filter) = filter else { continue };
         if rng.chance(1.0 / 3.0) {
@@ -185,6 +190,38 @@ fn random_policy(rng: &mut Rng, dp: &mut Datapath, pools: &Pools, ifindexes: &[u
             .expect("switching a group's mode");
         }
     }
+}
+
+/// Random drop-unjoined state: each interface drops unjoined groups of no family, IPv4,
+/// IPv6 or both; the gate is mostly closed with a running lease, else open (an option in
+/// flight) or with its lease run out. Leases are far from now, so model and kernel see the
+/// same state.
+fn random_unjoined(rng: &mut Rng, dp: &mut Datapath, ifindexes: &[u32]) {
+    for &ifindex in ifindexes {
+        let bits = [0, DROP_IPV4, DROP_IPV6, DROP_IPV4 | DROP_IPV6][rng.weighted(&[2, 2, 2, 4])];
+        dp.set_unjoined(ifindex, bits)
+            .expect("writing drop-unjoined bits");
+    }
+    let now = monotonic_ns();
+    let settled = rng.below(1000);
+    let gate = match rng.weighted(&[7, 2, 1]) {
+        0 => Gate {
+            begun: settled,
+            settled,
+            lease_until_ns: now + 3_600_000_000_000,
+        },
+        1 => Gate {
+            begun: settled + 1,
+            settled,
+            lease_until_ns: now + 3_600_000_000_000,
+        },
+        _ => Gate {
+            begun: settled,
+            settled,
+            lease_until_ns: now.saturating_sub(3_600_000_000_000).max(1),
+        },
+    };
+    dp.write_gate(gate).expect("writing the gate");
 }
 
 /// What kind of frame the generator made (for the mix statistics and failure messages).

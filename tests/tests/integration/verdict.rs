@@ -7,7 +7,7 @@
 //! two interfaces, which it creates in a namespace of its own.
 
 use msfilter::{
-    datapath::{Datapath, GroupCounters},
+    datapath::{Datapath, Gate, GroupCounters, monotonic_ns},
     policy::GroupFilter,
 };
 use msfilter_common::{
@@ -17,6 +17,7 @@ use msfilter_common::{
         IPPROTO_MH, IPPROTO_NONE, IPPROTO_PIM, IPPROTO_SHIM6, IPPROTO_UDP,
     },
     maps::ipv4_mapped,
+    unjoined::{DROP_IPV4, DROP_IPV6},
 };
 use msfilter_testbed::{
     model::{judge_kernel, judge_model, load_datapath, policy_summary, two_interfaces},
@@ -1084,4 +1085,69 @@ fn group_and_source_counters_count_judged_frames() {
         );
         assert_eq!(b.dp.source_counter(LO, G6, S6_OTHER).unwrap(), None);
     }
+}
+
+/// Drop-unjoined (`msfilter_common::unjoined`): on an interface with a family's bit, while
+/// the gate is closed and the lease runs, an unmanaged group of that family is dropped —
+/// never a link-scope group, never a managed one, never on another interface; an option in
+/// flight or a lapsed lease lets everything unmanaged pass again.
+#[test]
+fn unjoined_groups_drop_only_behind_a_closed_gate() {
+    let (ns, d0, d1) = two_interfaces("vru");
+    let mut dp = load_datapath();
+    dp.set_filter(
+        d0,
+        ipv4_mapped(G4),
+        Some(GroupFilter::new(Mode::Exclude, [ipv4_mapped(S4)])),
+    )
+    .unwrap();
+    let v4 = Frame::new(udp4(S4_OTHER, G4_UNMANAGED)).to_bytes();
+    let v6 = Frame::new(udp6(S6, G6_UNMANAGED)).to_bytes();
+    let managed = Frame::new(udp4(S4_OTHER, G4)).to_bytes();
+    let mdns = Frame::new(udp4(S4, [224, 0, 0, 251])).to_bytes();
+    let solicited = Frame::new(udp6(S6, G6_SOLICITED)).to_bytes();
+    let far = monotonic_ns() + 3_600_000_000_000;
+    let closed = Gate {
+        begun: 7,
+        settled: 7,
+        lease_until_ns: far,
+    };
+    ns.run(|| {
+        // Nothing asked yet: the gate's lease is 0.
+        check_on(&dp, d0, "no lease", &v4, Reason::Unmanaged);
+
+        dp.set_unjoined(d0, DROP_IPV4 | DROP_IPV6).unwrap();
+        dp.set_unjoined(d1, DROP_IPV6).unwrap();
+        dp.write_gate(closed).unwrap();
+        check_on(&dp, d0, "IPv4 on d0", &v4, Reason::Unjoined);
+        check_on(&dp, d0, "IPv6 on d0", &v6, Reason::Unjoined);
+        check_on(&dp, d1, "IPv4 on d1 (IPv6 only)", &v4, Reason::Unmanaged);
+        check_on(&dp, d1, "IPv6 on d1", &v6, Reason::Unjoined);
+        check_on(&dp, LO, "IPv4 on lo (no bits)", &v4, Reason::Unmanaged);
+        check_on(&dp, d0, "managed group", &managed, Reason::NotExcluded);
+        check_on(&dp, d0, "224.0.0.251", &mdns, Reason::Unmanaged);
+        check_on(&dp, d0, "ff02::1:ff00:1", &solicited, Reason::Unmanaged);
+
+        // An option in flight: the hooks counted one more than the daemon settled.
+        dp.write_gate(Gate { begun: 8, ..closed }).unwrap();
+        check_on(&dp, d0, "option in flight", &v4, Reason::Unmanaged);
+        // The lease ran out (the daemon died).
+        dp.write_gate(Gate {
+            lease_until_ns: monotonic_ns() - 1,
+            ..closed
+        })
+        .unwrap();
+        check_on(&dp, d0, "lease over", &v6, Reason::Unmanaged);
+        // Settled again, then the interface stops dropping.
+        dp.write_gate(closed).unwrap();
+        check_on(&dp, d0, "settled again", &v4, Reason::Unjoined);
+        dp.set_unjoined(d0, 0).unwrap();
+        check_on(&dp, d0, "bits removed", &v4, Reason::Unmanaged);
+        assert_eq!(dp.unjoined().unwrap(), [(d1, DROP_IPV6)].into());
+        // Releasing the interface removes its bits too.
+        dp.set_unjoined(d0, DROP_IPV4).unwrap();
+        dp.clear_interface(d0).unwrap();
+        assert_eq!(dp.unjoined().unwrap(), [(d1, DROP_IPV6)].into());
+        check_on(&dp, d0, "after clear_interface", &v4, Reason::Unmanaged);
+    });
 }
