@@ -308,14 +308,15 @@ impl Client {
         replace: bool,
         object: Option<&str>,
     ) -> Result<AttachOutcome> {
-        self.attach_following(iface, mode, replace, object, false)
+        self.attach_following(iface, mode, replace, object, false, false)
             .await
     }
 
     /// [`Client::attach`], and with `follow` the interface is followed: XDP enforces the
     /// merge of every socket there, read from the kernel (applications unchanged, this
     /// client's own sockets included), instead of the merge of msfilter's clients. On an
-    /// interface msfilter owns already, `follow` hands its entries to the follower.
+    /// interface msfilter owns already, `follow` hands its entries to the follower. With
+    /// `drop_unjoined` (needs `follow`), XDP also drops the groups no socket there joined.
     pub async fn attach_following(
         &mut self,
         iface: &str,
@@ -323,6 +324,7 @@ impl Client {
         replace: bool,
         object: Option<&str>,
         follow: bool,
+        drop_unjoined: bool,
     ) -> Result<AttachOutcome> {
         let request = Request::Attach {
             iface: iface.to_string(),
@@ -330,6 +332,7 @@ impl Client {
             replace,
             object: object.map(str::to_string),
             follow,
+            drop_unjoined,
         };
         match self.request(request).await? {
             Reply::Attached(a) => Ok(AttachOutcome::Attached(a)),

@@ -37,6 +37,8 @@ pub struct InterfaceConfig {
     pub xdp_mode: Option<AttachMode>,
     /// Follow the interface: XDP enforces the merge of every socket there (docs/follow.md).
     pub follow: bool,
+    /// With `follow`: XDP also drops the groups no socket there joined (docs/follow.md).
+    pub drop_unjoined: bool,
     pub groups: BTreeMap<IpAddr, GroupConfig>,
 }
 
@@ -156,6 +158,9 @@ pub struct ConfigDiff {
     /// Listed interfaces whose `follow` changed (new ones that follow included): the new
     /// value.
     pub follow: Vec<(String, bool)>,
+    /// Listed interfaces whose `drop-unjoined` changed (new ones that drop included): the
+    /// new value.
+    pub drop_unjoined: Vec<(String, bool)>,
     /// Groups whose filter is new or changed (`Some`: the new filter) or gone (`None`); the
     /// groups of a released interface are gone.
     pub groups: Vec<(String, IpAddr, Option<GroupConfig>)>,
@@ -167,6 +172,7 @@ impl ConfigDiff {
         self.attach.is_empty()
             && self.release.is_empty()
             && self.follow.is_empty()
+            && self.drop_unjoined.is_empty()
             && self.groups.is_empty()
     }
 }
@@ -190,6 +196,11 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
             && before.is_some_and(|b| b.follow) != after.follow
         {
             diff.follow.push((name.clone(), after.follow));
+        }
+        if let Some(after) = after
+            && before.is_some_and(|b| b.drop_unjoined) != after.drop_unjoined
+        {
+            diff.drop_unjoined.push((name.clone(), after.drop_unjoined));
         }
         let before = &before.unwrap_or(&unlisted).groups;
         let after = &after.unwrap_or(&unlisted).groups;
@@ -219,6 +230,7 @@ struct RawInterface {
     xdp_mode: Option<Spanned<String>>,
     /// Checked here rather than by TOML, so that a wrong value is named with the key.
     follow: Option<Spanned<toml::Value>>,
+    drop_unjoined: Option<Spanned<toml::Value>>,
     #[serde(default)]
     group: Vec<RawGroup>,
 }
@@ -301,23 +313,18 @@ impl Checker<'_> {
                 None
             }
         });
-        let follow = match &raw.follow {
-            None => false,
-            Some(value) => match value.get_ref() {
-                toml::Value::Boolean(b) => *b,
-                other => {
-                    let given = match other {
-                        toml::Value::String(s) => format!("{s:?}"),
-                        toml::Value::Integer(i) => i.to_string(),
-                        toml::Value::Float(f) => f.to_string(),
-                        other => format!("a {}", other.type_str()),
-                    };
-                    let message = format!("follow must be true or false, not {given}");
-                    self.refuse(value.span(), message);
-                    false
-                }
-            },
-        };
+        let follow = self.flag("follow", raw.follow.as_ref());
+        let drop_unjoined = self.flag("drop-unjoined", raw.drop_unjoined.as_ref());
+        if drop_unjoined
+            && !follow
+            && let Some(value) = &raw.drop_unjoined
+        {
+            let message = format!(
+                "drop-unjoined needs follow = true on {name}: only the follower knows which \
+                 groups every socket joined"
+            );
+            self.refuse(value.span(), message);
+        }
         let mut groups = BTreeMap::new();
         let mut first_lines = BTreeMap::new();
         for group in &raw.group {
@@ -343,7 +350,29 @@ impl Checker<'_> {
         InterfaceConfig {
             xdp_mode,
             follow,
+            drop_unjoined,
             groups,
+        }
+    }
+
+    /// A `true`/`false` key (absent: false).
+    fn flag(&mut self, key: &str, value: Option<&Spanned<toml::Value>>) -> bool {
+        let Some(value) = value else { return false };
+        match value.get_ref() {
+            toml::Value::Boolean(b) => *b,
+            other => {
+                let given = match other {
+                    toml::Value::String(s) => format!("{s:?}"),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    other => format!("a {}", other.type_str()),
+                };
+                self.refuse(
+                    value.span(),
+                    format!("{key} must be true or false, not {given}"),
+                );
+                false
+            }
         }
     }
 
@@ -486,6 +515,7 @@ mod tests {
         let eth1 = InterfaceConfig {
             xdp_mode: Some(AttachMode::Driver),
             follow: false,
+            drop_unjoined: false,
             groups: BTreeMap::from([
                 (ip("232.1.1.1"), group(Mode::Exclude, &["10.0.0.5"])),
                 (
@@ -503,6 +533,7 @@ mod tests {
                     "eth3".to_owned(),
                     InterfaceConfig {
                         follow: true,
+                        drop_unjoined: true,
                         ..InterfaceConfig::default()
                     },
                 ),
@@ -542,6 +573,33 @@ mod tests {
             problem("[interface.eth1]\nfollow = 1\n"),
             (2, "follow must be true or false, not 1".to_owned())
         );
+    }
+
+    #[test]
+    fn drop_unjoined_is_true_or_false_and_needs_follow() {
+        let config = parse("[interface.eth1]\nfollow = true\ndrop-unjoined = true\n").unwrap();
+        assert!(config.interfaces["eth1"].drop_unjoined);
+        let config = parse("[interface.eth1]\nfollow = true\n").unwrap();
+        assert!(!config.interfaces["eth1"].drop_unjoined);
+        assert_eq!(
+            problem("[interface.eth1]\nfollow = true\ndrop-unjoined = \"yes\"\n"),
+            (
+                3,
+                r#"drop-unjoined must be true or false, not "yes""#.to_owned()
+            )
+        );
+        let (line, message) = problem("[interface.eth1]\ndrop-unjoined = true\n");
+        assert_eq!(line, 2);
+        assert!(
+            message.starts_with("drop-unjoined needs follow = true on eth1"),
+            "{message}"
+        );
+        let old = parse("[interface.eth1]\nfollow = true\n").unwrap();
+        let new = parse("[interface.eth1]\nfollow = true\ndrop-unjoined = true\n").unwrap();
+        let d = diff(&old, &new);
+        assert_eq!(d.drop_unjoined, vec![("eth1".to_owned(), true)]);
+        assert!(d.follow.is_empty());
+        assert!(!d.is_empty());
     }
 
     #[test]
@@ -620,7 +678,7 @@ mod tests {
             (
                 2,
                 1,
-                "unknown field `xdp`, expected one of `xdp-mode`, `follow`, `group`".to_owned()
+                "unknown field `xdp`, expected one of `xdp-mode`, `follow`, `drop-unjoined`, `group`".to_owned()
             )
         );
         let text = one_group("232.1.1.1", "exclude", &[]) + "source = [\"10.0.0.1\"]\n";
@@ -981,6 +1039,7 @@ mod tests {
             diff(&old, &new),
             ConfigDiff {
                 follow: vec![],
+                drop_unjoined: vec![],
                 attach: vec![],
                 release: vec![],
                 groups: vec![
@@ -1013,6 +1072,7 @@ mod tests {
             diff(&old, &new),
             ConfigDiff {
                 follow: vec![("eth3".to_owned(), true)],
+                drop_unjoined: vec![("eth3".to_owned(), true)],
                 attach: vec![
                     ("eth1".to_owned(), Some(AttachMode::Driver)),
                     ("eth2".to_owned(), None),
@@ -1037,6 +1097,7 @@ mod tests {
             diff(&old, &new),
             ConfigDiff {
                 follow: vec![],
+                drop_unjoined: vec![],
                 attach: vec![],
                 release: vec!["eth1".to_owned()],
                 groups: vec![
@@ -1058,6 +1119,7 @@ mod tests {
             diff(&old, &new),
             ConfigDiff {
                 follow: vec![],
+                drop_unjoined: vec![],
                 attach: vec![
                     ("eth1".to_owned(), Some(AttachMode::Skb)),
                     ("eth2".to_owned(), Some(AttachMode::Driver)),

@@ -27,7 +27,7 @@ use msfilter_common::{Addr, GroupKey, Reason, Verdict};
 use super::{
     config::{Config, ConfigErrors},
     explain::{Refused, explain},
-    following::{DriveSender, Following, Hold},
+    following::{DriveSender, Following, Hold, Unjoined},
     report::{
         AttachmentView, CounterView, FilterReport, FilterView, GroupEntry, Page, ReasonCount,
         SourceEntry, StatsView, UnrestoredView,
@@ -102,6 +102,11 @@ pub enum ControllerError {
     /// needs).
     #[error("following the interface: {0}")]
     Follow(#[source] crate::follow::FollowError),
+    #[error(
+        "drop-unjoined needs follow: only the follower knows which groups every socket on the \
+         interface joined (attach IFACE --follow --drop-unjoined)"
+    )]
+    DropUnjoinedNeedsFollow,
     #[error("{0}")]
     FollowCapabilities(String),
     #[error(
@@ -201,6 +206,10 @@ pub struct Controller {
     pub(super) follow_signal: Option<DriveSender>,
     /// Pinned entries of followed interfaces waiting to be proven again after a restart.
     pub(super) hold: Option<Hold>,
+    /// Followed interfaces that drop unjoined groups, by name (persisted; `following.rs`).
+    pub(super) drop_unjoined: BTreeSet<String>,
+    /// What the drop-unjoined map holds, as this process wrote it.
+    pub(super) unjoined: Unjoined,
 }
 
 /// A persisted membership that start-up could not restore as persisted.
@@ -245,6 +254,8 @@ impl Controller {
             follow_generation: 0,
             follow_signal: None,
             hold: None,
+            drop_unjoined: BTreeSet::new(),
+            unjoined: Unjoined::default(),
         }
     }
 

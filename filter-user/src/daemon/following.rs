@@ -20,13 +20,16 @@
 //! filter. A group still unproven after [`RESTART_HOLD`] gets what the follower says then.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     os::fd::{AsFd as _, OwnedFd},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use msfilter_common::GroupKey;
+use msfilter_common::{
+    GroupKey,
+    unjoined::{DROP_IPV4, DROP_IPV6},
+};
 
 use super::{
     controller::{Controller, ControllerError, Ownership, Result},
@@ -42,6 +45,17 @@ use crate::{
 /// How long the pinned entries of a followed interface wait, after a restart, for the
 /// follower to prove their group again.
 pub(super) const RESTART_HOLD: Duration = Duration::from_secs(2);
+
+/// How often the drop-unjoined lease is renewed (it lasts `unjoined::LEASE_NS`).
+const LEASE_RENEWAL: Duration = Duration::from_millis(250);
+
+/// What this process wrote for drop-unjoined: each interface's family bits, and when the
+/// lease was last renewed.
+#[derive(Debug, Default)]
+pub(super) struct Unjoined {
+    flags: BTreeMap<u32, u32>,
+    renewed: Option<Instant>,
+}
 
 /// What the server's loop needs to drive the follower: its events' descriptor (a duplicate;
 /// `generation` changes when another follower starts) and when it must run at the latest.
@@ -124,6 +138,7 @@ impl Controller {
                     .map_err(ControllerError::FollowCapabilities)?;
                 let options = FollowOptions {
                     interfaces: [ifindex].into(),
+                    gate_pin: self.datapath.gate_pin(),
                     ..FollowOptions::default()
                 };
                 let follower = Follower::start(options).map_err(ControllerError::Follow)?;
@@ -157,6 +172,7 @@ impl Controller {
         if let Some(hold) = &mut self.hold {
             hold.keys.retain(|k| k.ifindex != ifindex);
         }
+        self.sync_unjoined();
         self.publish_follow();
     }
 
@@ -224,6 +240,11 @@ impl Controller {
     /// [`Controller::follow_desired`]), nor, during the restart hold, an unproven group over
     /// its pinned entry.
     pub(super) fn apply_follow_changes(&mut self) {
+        self.write_follow_changes();
+        self.sync_unjoined();
+    }
+
+    fn write_follow_changes(&mut self) {
         let Some(f) = &mut self.follow else { return };
         let changes = f.follower.take_changes();
         let now = Instant::now();
@@ -245,7 +266,7 @@ impl Controller {
         }
         if let Some(hold) = self.hold.take_if(|h| now >= h.until || h.keys.is_empty()) {
             for key in hold.keys {
-                let want = f.follower.group(&key).map(|g| g.enforced.clone());
+                let want = f.follower.enforced(&key).cloned();
                 log::info!(
                     "follow: {} on interface {} not proven within {:?}: {}",
                     ip_of(&key.group),
@@ -269,6 +290,112 @@ impl Controller {
         }
     }
 
+    /// Make the drop-unjoined map and gate match: every followed, owned interface named in
+    /// `drop_unjoined` drops the families it does not forward multicast for, once the
+    /// follower keeps its joined groups in the maps; the gate is settled up to the
+    /// follower's count and the lease renewed.
+    pub(super) fn sync_unjoined(&mut self) {
+        let mut want: BTreeMap<u32, u32> = BTreeMap::new();
+        if let Some(f) = &self.follow {
+            for &ifindex in f.follower.interfaces() {
+                let Some(name) = iface::name_of(ifindex) else {
+                    continue;
+                };
+                if !self.drop_unjoined.contains(&name)
+                    || self.ownership(ifindex) != Ownership::Owned
+                {
+                    continue;
+                }
+                let forwarding = iface::forwarding::mc_forwarding(&name);
+                let mut bits = 0;
+                if !forwarding.ipv4 {
+                    bits |= DROP_IPV4;
+                }
+                if !forwarding.ipv6 {
+                    bits |= DROP_IPV6;
+                }
+                want.insert(ifindex, bits);
+            }
+        }
+        // The follower keeps the joined groups of these interfaces in the maps; an
+        // interface that starts dropping gets them written before its bits.
+        let mut newly = false;
+        if let Some(f) = &mut self.follow {
+            for &ifindex in f.follower.interfaces().clone().iter() {
+                let on = want.get(&ifindex).is_some_and(|b| *b != 0);
+                let changed = f.follower.keep_joined_open(ifindex, on);
+                newly |= on && (changed || !self.unjoined.flags.contains_key(&ifindex));
+            }
+            if newly && let Err(e) = f.follower.process() {
+                log::error!("follow: {e}");
+            }
+        }
+        if newly {
+            self.write_follow_changes();
+        }
+        let known: BTreeSet<u32> = self
+            .unjoined
+            .flags
+            .keys()
+            .chain(want.keys())
+            .copied()
+            .collect();
+        for ifindex in known {
+            let bits = want.get(&ifindex).copied().unwrap_or(0);
+            if self.unjoined.flags.get(&ifindex).copied().unwrap_or(0) == bits {
+                continue;
+            }
+            match self.datapath.set_unjoined(ifindex, bits) {
+                Ok(()) => {
+                    log::info!(
+                        "drop-unjoined on {}: {}",
+                        iface::label(ifindex),
+                        unjoined_label(bits)
+                    );
+                    if bits == 0 {
+                        self.unjoined.flags.remove(&ifindex);
+                    } else {
+                        self.unjoined.flags.insert(ifindex, bits);
+                    }
+                }
+                Err(e) => log::error!("drop-unjoined: {e}"),
+            }
+        }
+        if self.unjoined.flags.is_empty() {
+            if self.unjoined.renewed.take().is_some()
+                && let Err(e) = self.datapath.open_gate()
+            {
+                log::error!("drop-unjoined: {e}");
+            }
+            return;
+        }
+        let settled = self.follow.as_ref().and_then(|f| f.follower.settled_gate());
+        if let Some(settled) = settled {
+            match self.datapath.settle_gate(settled) {
+                Ok(()) => self.unjoined.renewed = Some(Instant::now()),
+                Err(e) => log::error!("drop-unjoined: {e}"),
+            }
+        }
+    }
+
+    /// Take over what an earlier run left in the (pinned) drop-unjoined maps, with the gate
+    /// opened: no group is dropped as unjoined before this run's follower has found every
+    /// socket, and [`Controller::sync_unjoined`] then removes what is no longer wanted.
+    pub(super) fn adopt_unjoined(&mut self) {
+        if let Err(e) = self.datapath.open_gate() {
+            log::error!("drop-unjoined: {e}");
+        }
+        match self.datapath.unjoined() {
+            Ok(flags) => self.unjoined.flags = flags,
+            Err(e) => log::error!("drop-unjoined: {e}"),
+        }
+    }
+
+    /// The drop-unjoined bits written for `ifindex` (0: it drops nothing unjoined).
+    pub(super) fn unjoined_bits(&self, ifindex: u32) -> u32 {
+        self.unjoined.flags.get(&ifindex).copied().unwrap_or(0)
+    }
+
     /// Tell the server's loop what to watch.
     pub(super) fn publish_follow(&self) {
         let Some(signal) = &self.follow_signal else {
@@ -278,6 +405,13 @@ impl Controller {
             let mut deadline = f.follower.next_deadline();
             if let Some(hold) = &self.hold {
                 deadline = deadline.min(hold.until);
+            }
+            if !self.unjoined.flags.is_empty() {
+                let renew = self
+                    .unjoined
+                    .renewed
+                    .map_or_else(Instant::now, |r| r + LEASE_RENEWAL);
+                deadline = deadline.min(renew);
             }
             FollowDrive {
                 generation: f.generation,
@@ -357,5 +491,15 @@ impl Controller {
                     .collect(),
             })
             .collect()
+    }
+}
+
+/// The families an interface drops unjoined groups of, in words.
+pub(super) fn unjoined_label(bits: u32) -> &'static str {
+    match (bits & DROP_IPV4 != 0, bits & DROP_IPV6 != 0) {
+        (true, true) => "IPv4 and IPv6 unjoined groups dropped",
+        (true, false) => "IPv4 unjoined groups dropped (IPv6 forwards multicast)",
+        (false, true) => "IPv6 unjoined groups dropped (IPv4 forwards multicast)",
+        (false, false) => "nothing dropped (it forwards multicast)",
     }
 }

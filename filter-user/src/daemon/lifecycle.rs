@@ -55,6 +55,9 @@ impl Controller {
             None => Config::default(),
         };
         let mut ctl = Self::new(datapath, options.store);
+        // Whatever an earlier run left: no group is dropped as unjoined before this run's
+        // follower has found every socket.
+        ctl.adopt_unjoined();
         ctl.keep_on_exit = options.keep_on_exit;
         ctl.follow_signal = Some(options.follow);
         ctl.followed = state.followed.iter().cloned().collect();
@@ -63,6 +66,14 @@ impl Controller {
                 .interfaces
                 .iter()
                 .filter(|(_, i)| i.follow)
+                .map(|(n, _)| n.clone()),
+        );
+        ctl.drop_unjoined = state.drop_unjoined.iter().cloned().collect();
+        ctl.drop_unjoined.extend(
+            config
+                .interfaces
+                .iter()
+                .filter(|(_, i)| i.follow && i.drop_unjoined)
                 .map(|(n, _)| n.clone()),
         );
         ctl.config_path = options.config;
@@ -363,6 +374,7 @@ impl Controller {
                 && self.ownership(ifindex) == Ownership::Owned
             {
                 let deleted = self.datapath.detach(ifindex, false)?;
+                self.drop_unjoined.remove(name);
                 if self.followed.remove(name) {
                     self.stop_following(ifindex);
                 }
@@ -391,6 +403,17 @@ impl Controller {
                 self.unfollow_interface(ifindex, name)?;
                 changes.push(format!("{name}: no longer followed"));
             }
+        }
+        for (name, on) in &diff.drop_unjoined {
+            self.set_drop_unjoined(name, *on);
+            changes.push(format!(
+                "{name}: {}",
+                if *on {
+                    "drops unjoined groups"
+                } else {
+                    "no longer drops unjoined groups"
+                }
+            ));
         }
         self.sync(&keys, true)?;
         for (name, mode) in &diff.attach {
@@ -466,6 +489,7 @@ impl Controller {
             released: self.released.iter().cloned().collect(),
             kept: self.kept.iter().cloned().collect(),
             followed: self.followed.iter().cloned().collect(),
+            drop_unjoined: self.drop_unjoined.iter().cloned().collect(),
             clients,
         }
     }
@@ -485,7 +509,11 @@ impl Controller {
         let memberships: usize = clients.values().map(|c| c.sockets.len()).sum();
         drop(clients);
         log::info!("left {memberships} memberships");
-        // Its hooks go with it; with --keep the maps keep the last followed filters.
+        // Its hooks go with it; with --keep the maps keep the last followed filters, and no
+        // group is dropped as unjoined (nothing would see a new membership).
+        if let Err(e) = self.datapath.open_gate() {
+            log::error!("drop-unjoined: {e}");
+        }
         self.follow = None;
         self.datapath.shutdown(self.keep_on_exit);
     }

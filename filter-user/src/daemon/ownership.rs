@@ -23,7 +23,11 @@ impl Controller {
         replace: bool,
         object: Option<&str>,
         follow: bool,
+        drop_unjoined: bool,
     ) -> Result<AttachOutcome> {
+        if drop_unjoined && !follow {
+            return Err(ControllerError::DropUnjoinedNeedsFollow);
+        }
         let iface::Interface {
             index: ifindex,
             name,
@@ -38,6 +42,7 @@ impl Controller {
                         current,
                     });
                 }
+                self.set_drop_unjoined(&name, drop_unjoined);
                 self.follow_interface(ifindex, &name)?;
                 return Ok(AttachOutcome::Attached(self.attached_report(ifindex, name)));
             }
@@ -94,6 +99,7 @@ impl Controller {
         }
         if follow {
             self.followed.insert(name.clone());
+            self.set_drop_unjoined(&name, drop_unjoined);
             self.apply_follow_changes();
             self.publish_follow();
         }
@@ -104,6 +110,7 @@ impl Controller {
 
     fn attached_report(&self, ifindex: u32, name: String) -> Attached {
         let attachment = self.datapath.attachment(ifindex).expect("attached");
+        let drop_unjoined = self.drop_unjoined_view(ifindex, &name);
         let (groups, sources) = self.entries_of(ifindex);
         Attached {
             iface: name,
@@ -114,7 +121,22 @@ impl Controller {
             groups,
             sources,
             followed: self.follows_now(ifindex),
+            drop_unjoined,
         }
+    }
+
+    /// Whether `name` drops unjoined groups (once followed and owned).
+    pub(super) fn set_drop_unjoined(&mut self, name: &str, on: bool) {
+        if on {
+            self.drop_unjoined.insert(name.to_string());
+        } else {
+            self.drop_unjoined.remove(name);
+        }
+    }
+
+    fn drop_unjoined_view(&self, ifindex: u32, name: &str) -> Option<String> {
+        (self.drop_unjoined.contains(name) && self.follows_now(ifindex))
+            .then(|| super::following::unjoined_label(self.unjoined_bits(ifindex)).to_string())
     }
 
     /// Make the follower the writer of an owned interface's entries: follow it, replace the
@@ -168,6 +190,7 @@ impl Controller {
             return Err(ControllerError::NotOwned(name));
         }
         let deleted = self.datapath.detach(ifindex, keep)?;
+        self.drop_unjoined.remove(&name);
         if self.followed.remove(&name) || self.follows(ifindex) {
             self.stop_following(ifindex);
         }
@@ -206,9 +229,11 @@ impl Controller {
             groups,
             sources,
             followed: false,
+            drop_unjoined: None,
         };
         if let Some(a) = self.datapath.attachment(ifindex) {
             view.followed = self.follows_now(ifindex);
+            view.drop_unjoined = self.drop_unjoined_view(ifindex, &view.iface);
             view.owner = "msfilter".into();
             view.program_id = Some(a.program_id);
             view.program_name = xdp::program_summary(a.program_id).ok().map(|s| s.name);

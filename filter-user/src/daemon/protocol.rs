@@ -104,6 +104,10 @@ pub enum Request {
         /// clients.
         #[serde(default)]
         follow: bool,
+        /// With `follow`: XDP also drops the groups no socket on the interface joined
+        /// (docs/follow.md).
+        #[serde(default)]
+        drop_unjoined: bool,
     },
     /// Release an interface: detach the program and delete its entries; with `keep`, leave
     /// the program enforcing the last policy (pinned), without the daemon's updates.

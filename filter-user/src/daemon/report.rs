@@ -222,6 +222,10 @@ pub struct Attached {
     /// XDP enforces the merge of every socket on the interface (`attach --follow`).
     #[serde(default)]
     pub followed: bool,
+    /// What XDP drops of the groups nobody joined there (`attach --drop-unjoined`), in
+    /// words; `None` when it drops none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_unjoined: Option<String>,
 }
 
 /// The program of an owned interface swapped through its link.
@@ -278,6 +282,9 @@ pub struct OwnerView {
     /// The interface is followed: XDP enforces the merge of every socket there.
     #[serde(default)]
     pub followed: bool,
+    /// What XDP drops of the groups nobody joined there, in words (`None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_unjoined: Option<String>,
 }
 
 /// The configuration file read again.

@@ -78,6 +78,7 @@ fn error_reply(refusal: &Refusal) -> ErrorReply {
             | C::ObjectWithoutOwner
             | C::ReadObject { .. }
             | C::Config(_)
+            | C::DropUnjoinedNeedsFollow
             | C::Socket(ApplyError::Invalid(_)) => ErrorKind::Invalid,
             C::Kernel { .. } | C::Socket(ApplyError::Kernel(_)) => ErrorKind::Kernel,
             C::Datapath(_) | C::Undone(_) | C::XdpQuery(_) => ErrorKind::Datapath,
@@ -645,7 +646,15 @@ fn reply(
             replace,
             object,
             follow,
-        } => match ctl.attach(&iface, mode, replace, object.as_deref(), follow)? {
+            drop_unjoined,
+        } => match ctl.attach(
+            &iface,
+            mode,
+            replace,
+            object.as_deref(),
+            follow,
+            drop_unjoined,
+        )? {
             AttachOutcome::Attached(a) => Reply::Attached(a),
             AttachOutcome::Replaced(r) => Reply::Replaced(r),
         },

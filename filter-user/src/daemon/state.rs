@@ -62,6 +62,9 @@ pub struct DesiredState {
     /// there; a restarted daemon follows them again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub followed: Vec<String>,
+    /// Followed interfaces that drop unjoined groups (`attach --drop-unjoined`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop_unjoined: Vec<String>,
     pub clients: Vec<PersistentClient>,
 }
 
@@ -199,6 +202,7 @@ mod tests {
             released: vec!["eth2".into()],
             kept: vec![],
             followed: vec!["eth1".into()],
+            drop_unjoined: vec!["eth1".into()],
             clients: vec![PersistentClient {
                 name: "cli".into(),
                 memberships: vec![Membership {

@@ -15,6 +15,7 @@
 //! Interface indexes are those of the calling thread's network namespace; BPF object ids
 //! are global.
 
+pub mod forwarding;
 pub mod groups;
 pub mod monitor;
 mod names;

@@ -122,6 +122,10 @@ enum Command {
         /// CAP_SYS_PTRACE besides the daemon's usual capabilities (docs/follow.md).
         #[arg(long)]
         follow: bool,
+        /// With --follow: XDP also drops the datagrams of groups no socket on IFACE joined
+        /// (the flooding case), except link-scope groups and while IFACE forwards multicast.
+        #[arg(long, requires = "follow")]
+        drop_unjoined: bool,
     },
     /// Release IFACE: detach the program and delete its entries (memberships stay).
     Detach {
@@ -337,11 +341,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             replace,
             object,
             follow,
+            drop_unjoined,
         } => {
             let object = object.map(|p| p.to_string_lossy().into_owned());
             let reply = mutate(socket, client)
                 .await?
-                .attach_following(&iface, mode, replace, object.as_deref(), follow)
+                .attach_following(
+                    &iface,
+                    mode,
+                    replace,
+                    object.as_deref(),
+                    follow,
+                    drop_unjoined,
+                )
                 .await?;
             out.attached(&reply)
         }

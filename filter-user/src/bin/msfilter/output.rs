@@ -100,8 +100,12 @@ impl Output {
                     "; followed (XDP enforces the merge of every socket there)"
                 } else {
                     ""
-                }
-            ),
+                },
+            )
+            .and_then(|()| match &a.drop_unjoined {
+                Some(d) => writeln!(out, "  drop-unjoined: {d}"),
+                None => Ok(()),
+            }),
             AttachOutcome::Replaced(r) => writeln!(
                 out,
                 "{}: program {} replaced by {} through the link",
@@ -179,7 +183,11 @@ fn owner_lines(out: &mut impl io::Write, v: &OwnerView) -> io::Result<()> {
             },
             v.groups,
             v.sources
-        ),
+        )
+        .and_then(|()| match &v.drop_unjoined {
+            Some(d) => writeln!(out, "  drop-unjoined: {d}"),
+            None => Ok(()),
+        }),
         "msfilter-kept" => writeln!(
             out,
             "{} (index {}): msfilter's {program}, {mode} mode, released with --keep (enforcing \
