@@ -31,7 +31,7 @@ pub(crate) fn judge(ifindex: u32, group: &Words) -> Reason {
         return Reason::Unmanaged;
     }
     // SAFETY: a value of a hash map, valid for the program's run.
-    let Some(flags) = (unsafe { maps::MSF_UNJOINED.get(&ifindex) }).copied() else {
+    let Some(flags) = (unsafe { maps::MSF_UNJOINED.get(ifindex) }).copied() else {
         return Reason::Unmanaged;
     };
     let (begun, settled) = (gate(GATE_BEGUN), gate(GATE_SETTLED));

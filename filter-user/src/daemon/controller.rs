@@ -794,6 +794,9 @@ impl Controller {
                     iface: a.iface.clone(),
                     ifindex: a.ifindex,
                     mode: a.mode,
+                    drop_unjoined: super::following::unjoined_families(
+                        self.unjoined_bits(a.ifindex),
+                    ),
                 })
                 .collect(),
             map_memory: g + s + r,

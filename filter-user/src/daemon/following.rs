@@ -494,6 +494,15 @@ impl Controller {
     }
 }
 
+/// The families an interface drops unjoined groups of, by name ("ipv4", "ipv6").
+pub(super) fn unjoined_families(bits: u32) -> Vec<String> {
+    [(DROP_IPV4, "ipv4"), (DROP_IPV6, "ipv6")]
+        .into_iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, name)| name.to_string())
+        .collect()
+}
+
 /// The families an interface drops unjoined groups of, in words.
 pub(super) fn unjoined_label(bits: u32) -> &'static str {
     match (bits & DROP_IPV4 != 0, bits & DROP_IPV6 != 0) {

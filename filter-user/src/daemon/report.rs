@@ -152,6 +152,9 @@ pub struct AttachmentView {
     pub iface: String,
     pub ifindex: u32,
     pub mode: AttachMode,
+    /// The families whose unjoined groups XDP drops there ("ipv4", "ipv6").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop_unjoined: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

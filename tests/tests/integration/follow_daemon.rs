@@ -580,7 +580,7 @@ fn ipv6_sigkill_and_restart_keep_following_and_lose_no_wanted_source() {
     restart("fd6r", Family::V6);
 }
 
-fn send_raw(stream: &mut UnixStream, body: &[u8]) -> Value {
+pub(crate) fn send_raw(stream: &mut UnixStream, body: &[u8]) -> Value {
     stream
         .write_all(&(body.len() as u32).to_be_bytes())
         .unwrap();

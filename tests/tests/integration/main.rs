@@ -11,6 +11,7 @@ mod config_file;
 mod controller;
 mod differential;
 mod doctor;
+mod drop_unjoined;
 mod end_to_end;
 mod explain;
 mod follow;

@@ -22,7 +22,7 @@ use msfilter::{
     sockopt::{addr_of, ip_of},
 };
 use msfilter_common::{
-    Addr, GroupKey, GroupState, Mode, Reason, SourceKey, Verdict,
+    Addr, GroupKey, GroupState, Mode, Reason, SourceKey, Verdict, unjoined,
     verdict::{Policy, verdict},
 };
 use serde::Serialize;
@@ -51,6 +51,9 @@ pub(crate) struct ExplainArgs {
 struct Enforced {
     ifindex: u32,
     groups: BTreeMap<Addr, (Mode, BTreeSet<Addr>)>,
+    /// `unjoined::DROP_IPV4` / `DROP_IPV6`: the interface drops unjoined groups (judged as
+    /// when no membership option is in flight).
+    unjoined: u32,
 }
 
 impl Enforced {
@@ -68,6 +71,7 @@ impl Enforced {
             // any index will do: every lookup misses.
             ifindex: entries.first().map_or(0, |e| e.ifindex),
             groups,
+            unjoined: 0,
         }
     }
 }
@@ -81,6 +85,14 @@ impl Policy for Enforced {
         self.groups
             .get(&key.group)
             .map(|(mode, _)| GroupState::new(*mode, 0))
+    }
+
+    fn drops_unjoined(&self, ifindex: u32) -> u32 {
+        if ifindex == self.ifindex {
+            self.unjoined
+        } else {
+            0
+        }
     }
 
     fn has_source(&self, key: &SourceKey) -> bool {
@@ -210,10 +222,20 @@ pub(crate) async fn run(args: ExplainArgs, socket: &Path, json: bool) -> Result<
         )
         .await?;
     let attachments = client.stats().await?.attachments;
-    let policy = Enforced::from_listing(&entries);
+    let mut policy = Enforced::from_listing(&entries);
     let attached = attachments
         .iter()
         .find(|a| a.iface == args.iface || a.ifindex.to_string() == args.iface);
+    if let Some(a) = attached {
+        policy.ifindex = a.ifindex;
+        for family in &a.drop_unjoined {
+            policy.unjoined |= match family.as_str() {
+                "ipv4" => unjoined::DROP_IPV4,
+                "ipv6" => unjoined::DROP_IPV6,
+                _ => 0,
+            };
+        }
+    }
     let (iface, ifindex) = match (attached, entries.first()) {
         (Some(a), _) => (a.iface.clone(), a.ifindex),
         (None, Some(e)) => (e.iface.clone(), e.ifindex),
