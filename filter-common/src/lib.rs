@@ -15,5 +15,5 @@ pub mod maps;
 pub mod trace;
 pub mod verdict;
 
-pub use maps::{Addr, Counter, GroupKey, GroupState, GroupValue, Mode, SourceKey};
+pub use maps::{Addr, Counter, GroupKey, GroupState, GroupValue, Mode, SourceKey, VlanKey};
 pub use verdict::{Policy, Reason, Verdict};

@@ -1,5 +1,6 @@
 //! msfilter's XDP program: judges every multicast datagram by (ingress interface, group,
-//! source) against the groups and sources maps, before the network stack sees it.
+//! source) against the groups and sources maps, before the network stack sees it. A frame of
+//! a VLAN mapped in the VLAN map is judged as arriving on that 802.1Q sub-interface.
 //!
 //! The entry point is deliberately tiny: [`try_msfilter`] parses and judges; whatever it
 //! could not judge comes back as an [`Error`] and is passed. The rules are those of the
@@ -17,6 +18,7 @@ mod keys;
 mod maps;
 mod parse;
 mod trace;
+mod vlan;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use msfilter_common::{Reason, Verdict, verdict::decide};
@@ -42,7 +44,7 @@ pub fn msfilter(ctx: XdpContext) -> u32 {
 fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
     let frame = parse::multicast_datagram(ctx)?;
     let len = parse::frame_len(ctx);
-    let ifindex = ctx.ingress_ifindex() as u32;
+    let ifindex = vlan::judged_ifindex(ctx.ingress_ifindex() as u32, frame.vlan);
     let reason = judge(ifindex, &frame, len);
     counters::count_reason(reason, len);
     trace::frame(ifindex, Some(&frame), reason, len);
@@ -51,7 +53,7 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
 
 /// The policy's reason for a multicast datagram, counted on its group and source entries.
 #[inline(always)]
-fn judge(ifindex: u32, Frame { group, source }: &Frame, len: u64) -> Reason {
+fn judge(ifindex: u32, Frame { group, source, .. }: &Frame, len: u64) -> Reason {
     let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, group)) else {
         return Reason::Unmanaged;
     };

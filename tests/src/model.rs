@@ -11,19 +11,26 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use msfilter::datapath::{Capacities, Datapath, Installed, LoadOptions};
 use msfilter_common::{
-    Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, maps::ipv4_unmapped,
+    Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, VlanKey, maps::ipv4_unmapped,
     verdict::verdict,
 };
 
 use crate::netns::Netns;
 use crate::packet::hex;
 
-/// What the maps hold, as a policy for the model. A source entry counts only under the
-/// group's active generation, as in the kernel.
+/// What the maps hold, as a policy for the model: the groups map's mirror and the VLAN map.
+/// A source entry counts only under the group's active generation, as in the kernel.
 #[derive(Clone, Copy, Debug)]
-pub struct MapsPolicy<'a>(pub &'a BTreeMap<GroupKey, Installed>);
+pub struct MapsPolicy<'a>(
+    pub &'a BTreeMap<GroupKey, Installed>,
+    pub &'a BTreeMap<VlanKey, u32>,
+);
 
 impl Policy for MapsPolicy<'_> {
+    fn vlan(&self, key: &VlanKey) -> Option<u32> {
+        self.1.get(key).copied()
+    }
+
     fn group(&self, key: &GroupKey) -> Option<GroupState> {
         self.0.get(key).map(|installed| installed.state)
     }
@@ -73,7 +80,7 @@ pub fn two_interfaces(tag: &str) -> (Netns, u32, u32) {
 /// The model's verdict and reason for `frame` arriving on `ifindex`, under what `dp`'s maps
 /// hold.
 pub fn judge_model(dp: &Datapath, frame: &[u8], ifindex: u32) -> (Verdict, Reason) {
-    verdict(frame, ifindex, &MapsPolicy(dp.installed()))
+    verdict(frame, ifindex, &MapsPolicy(dp.installed(), dp.vlans()))
 }
 
 /// The XDP program's verdict and reason for `frame` arriving on `ifindex` (which must exist
@@ -176,7 +183,10 @@ mod tests {
                 sources: BTreeSet::from([source]),
             },
         );
-        let policy = MapsPolicy(&installed);
+        let vlans = BTreeMap::from([(VlanKey::new(3, 100), 5)]);
+        let policy = MapsPolicy(&installed, &vlans);
+        assert_eq!(policy.vlan(&VlanKey::new(3, 100)), Some(5));
+        assert_eq!(policy.vlan(&VlanKey::new(3, 101)), None);
         assert_eq!(policy.group(&key), Some(GroupState::new(Mode::Exclude, 1)));
         assert_eq!(policy.group(&GroupKey::new(4, group)), None);
         assert!(policy.has_source(&SourceKey::new(3, 1, group, source)));

@@ -9,6 +9,8 @@
 //! * [`Datapath::reason_counters`], [`Datapath::group_counters`],
 //!   [`Datapath::source_counters`]: counters summed over CPUs.
 //! * [`Datapath::test_run`]: run the program on a frame through `BPF_PROG_TEST_RUN`.
+//! * [`Datapath::set_vlan`] / [`Datapath::remove_vlan`]: which 802.1Q sub-interface's
+//!   entries judge a VLAN's frames on the interface carrying the program (`vlans.rs`).
 //!
 //! Interfaces are given by index ([`crate::iface`] resolves names); what a group's entries
 //! must hold is a [`GroupFilter`] of the policy model.
@@ -19,6 +21,7 @@ mod maps;
 mod pins;
 pub mod sys;
 mod trace;
+mod vlans;
 
 use std::{io, path::PathBuf};
 
@@ -28,9 +31,10 @@ pub use counters::{GroupCounters, ReasonCounters};
 pub use maps::{FilterChange, Installed};
 use msfilter_common::limits::{
     DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, MIN_MAX_GROUPS, MIN_MAX_SOURCES,
-    PROGRAM_NAME, REASONS_MAP, SOURCES_MAP,
+    PROGRAM_NAME, REASONS_MAP, SOURCES_MAP, VLANS_MAP,
 };
 pub use trace::{Trace, TraceSelection, owner_alive, pinned_switch, switch_off_abandoned};
+pub use vlans::MAX_VLAN_ID;
 
 // What a group's entries must hold: the policy model's filter.
 use crate::policy::GroupFilter;
@@ -110,6 +114,8 @@ pub enum DatapathError {
     NotPinned,
     #[error("a packet trace is already running (process {pid}); one trace at a time")]
     TraceBusy { pid: u32 },
+    #[error("VLAN id {vid} is out of range (0 to 4095)")]
+    InvalidVlan { vid: u16 },
 }
 
 pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
@@ -150,6 +156,7 @@ pub struct ProgramSize {
 pub struct Datapath {
     ebpf: Ebpf,
     maps: maps::FilterMaps,
+    vlans: vlans::VlanMap,
     attachments: attach::Attachments,
     capacities: Capacities,
     pin_dir: Option<PathBuf>,
@@ -228,9 +235,11 @@ impl Datapath {
         let sources = take(SOURCES_MAP)?;
         let reasons = take(REASONS_MAP)?;
         let maps = maps::FilterMaps::open(groups, sources, reasons, capacities)?;
+        let vlans = vlans::VlanMap::open(take(VLANS_MAP)?)?;
         Ok(Self {
             ebpf,
             maps,
+            vlans,
             attachments: attach::Attachments::default(),
             capacities,
             pin_dir: options.pin_dir.clone(),

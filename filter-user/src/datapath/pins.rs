@@ -2,7 +2,8 @@
 //! pinned, so XDP keeps enforcing when the daemon dies and a restarted daemon finds them.
 //!
 //! Layout: `<dir>/MSF_GROUPS`, `<dir>/MSF_SOURCES`, `<dir>/MSF_REASONS`, `<dir>/MSF_TRACE_CTL`,
-//! `<dir>/MSF_TRACE` (maps; the trace's two appear beside older pins on first load),
+//! `<dir>/MSF_TRACE`, `<dir>/MSF_VLANS` (maps; the trace's two and the VLAN map appear beside
+//! older pins on first load),
 //! `<dir>/program` (the program the daemon loaded), `<dir>/link-<ifindex>` (the XDP link of an
 //! owned interface), `<dir>/program-<ifindex>` (a program that replaced it on that interface).
 
@@ -15,7 +16,7 @@ use std::{
 
 use aya::maps::MapData;
 use msfilter_common::{
-    limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP},
+    limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP, VLANS_MAP},
     trace::{TRACE_CONTROL_MAP, TRACE_EVENTS_MAP},
 };
 
@@ -24,12 +25,13 @@ use super::DatapathError;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps that are pinned, all shared by every program instance loaded with this directory.
-pub(super) const MAPS: [&str; 5] = [
+pub(super) const MAPS: [&str; 6] = [
     GROUPS_MAP,
     SOURCES_MAP,
     REASONS_MAP,
     TRACE_CONTROL_MAP,
     TRACE_EVENTS_MAP,
+    VLANS_MAP,
 ];
 
 /// Where the maps are pinned.
