@@ -783,6 +783,7 @@ impl Controller {
                     iface: a.iface.clone(),
                     ifindex: a.ifindex,
                     mode: a.mode,
+                    carrier: super::report::CarrierView::of(a),
                 })
                 .collect(),
             map_memory: g + s + r,

@@ -5,7 +5,7 @@ use std::time::UNIX_EPOCH;
 
 use super::{
     controller::{Controller, ControllerError, Ownership, Result},
-    report::{AttachOutcome, Attached, Detached, OwnerView, Replaced},
+    report::{AttachOutcome, Attached, CarrierView, Detached, OwnerView, Replaced},
 };
 use crate::{
     datapath::AttachMode,
@@ -114,6 +114,7 @@ impl Controller {
             groups,
             sources,
             followed: self.follows_now(ifindex),
+            carrier: CarrierView::of(attachment),
         }
     }
 
@@ -206,9 +207,11 @@ impl Controller {
             groups,
             sources,
             followed: false,
+            carrier: None,
         };
         if let Some(a) = self.datapath.attachment(ifindex) {
             view.followed = self.follows_now(ifindex);
+            view.carrier = CarrierView::of(a);
             view.owner = "msfilter".into();
             view.program_id = Some(a.program_id);
             view.program_name = xdp::program_summary(a.program_id).ok().map(|s| s.name);

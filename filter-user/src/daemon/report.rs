@@ -152,6 +152,9 @@ pub struct AttachmentView {
     pub iface: String,
     pub ifindex: u32,
     pub mode: AttachMode,
+    /// A VLAN sub-interface: the interface that carries the program enforcing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +225,34 @@ pub struct Attached {
     /// XDP enforces the merge of every socket on the interface (`attach --follow`).
     #[serde(default)]
     pub followed: bool,
+    /// A VLAN sub-interface: the interface whose XDP program enforces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierView>,
+}
+
+/// Where a VLAN sub-interface is enforced: by the XDP program on `iface`, for frames of VLAN
+/// `vlan`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarrierView {
+    pub iface: String,
+    pub ifindex: u32,
+    pub vlan: u16,
+}
+
+impl CarrierView {
+    pub fn of(attachment: &crate::datapath::Attachment) -> Option<Self> {
+        attachment.vlan.as_ref().map(|v| Self {
+            iface: v.parent_name.clone(),
+            ifindex: v.parent,
+            vlan: v.vid,
+        })
+    }
+}
+
+impl std::fmt::Display for CarrierView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "XDP on {}, VLAN {}", self.iface, self.vlan)
+    }
 }
 
 /// The program of an owned interface swapped through its link.
@@ -278,6 +309,9 @@ pub struct OwnerView {
     /// The interface is followed: XDP enforces the merge of every socket there.
     #[serde(default)]
     pub followed: bool,
+    /// A VLAN sub-interface: the interface that carries the program enforcing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierView>,
 }
 
 /// The configuration file read again.

@@ -25,7 +25,7 @@ mod vlans;
 
 use std::{io, path::PathBuf};
 
-pub use attach::{AttachMode, Attachment, Replaced};
+pub use attach::{AttachMode, Attachment, Replaced, VlanCarrier};
 use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
 pub use counters::{GroupCounters, ReasonCounters};
 pub use maps::{FilterChange, Installed};
@@ -116,6 +116,8 @@ pub enum DatapathError {
     TraceBusy { pid: u32 },
     #[error("VLAN id {vid} is out of range (0 to 4095)")]
     InvalidVlan { vid: u16 },
+    #[error("{iface}: {detail}")]
+    Vlan { iface: String, detail: String },
 }
 
 pub type Result<T, E = DatapathError> = std::result::Result<T, E>;

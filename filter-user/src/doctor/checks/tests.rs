@@ -41,6 +41,7 @@ fn owner(iface: &str, owner: &str, mode: &str) -> OwnerView {
         adopted: false,
         replaced: false,
         followed: false,
+        carrier: None,
         groups: 1,
         sources: 2,
     }
