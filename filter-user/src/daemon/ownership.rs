@@ -224,8 +224,11 @@ impl Controller {
         }
         let running = xdp::xdp_attachment(ifindex).map_err(ControllerError::XdpQuery)?;
         if let Some(x) = running {
+            let carries_vlans = self.datapath.vlans_on(ifindex).next().is_some();
             view.owner = if self.ownership(ifindex) == Ownership::Kept {
                 "msfilter-kept".into()
+            } else if carries_vlans {
+                "msfilter-vlans".into()
             } else {
                 "other".into()
             };

@@ -289,7 +289,8 @@ pub struct OwnerView {
     pub iface: String,
     pub ifindex: u32,
     /// "msfilter" (this daemon), "msfilter-kept" (released with --keep: msfilter's program
-    /// enforces the last policy, frozen), "other" (another XDP program), or "none".
+    /// enforces the last policy, frozen), "msfilter-vlans" (msfilter's program runs here for
+    /// owned VLAN sub-interfaces only), "other" (another XDP program), or "none".
     pub owner: String,
     pub program_id: Option<u32>,
     pub program_name: Option<String>,

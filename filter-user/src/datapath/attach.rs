@@ -600,6 +600,14 @@ impl Datapath {
         self.attachments.0.get(&ifindex)
     }
 
+    /// The owned VLAN sub-interfaces whose program runs on `parent`.
+    pub fn vlans_on(&self, parent: u32) -> impl Iterator<Item = &Attachment> {
+        self.attachments
+            .0
+            .values()
+            .filter(move |a| a.vlan.as_ref().is_some_and(|v| v.parent == parent))
+    }
+
     /// Forget an interface that disappeared: its link went with it. Deletes its entries and
     /// pins; returns how many entries were deleted.
     pub fn forget_interface(&mut self, ifindex: u32) -> Result<usize> {

@@ -1208,3 +1208,20 @@ fn mapped_vlans_are_judged_by_their_sub_interface() {
         );
     });
 }
+
+/// What the verifier processed for the program, printed with `--nocapture` (the VLAN lookup
+/// is on the tagged path only). The kernel refuses programs beyond a million processed
+/// instructions; this one must stay far below.
+#[test]
+fn the_verifier_processes_far_fewer_instructions_than_its_limit() {
+    let dp = load_datapath();
+    let size = dp.program_size().unwrap();
+    eprintln!(
+        "program size: {:?} instructions verified, {:?} bytes translated, {} bytes JIT-compiled",
+        size.verified_instructions, size.translated_bytes, size.jited_bytes
+    );
+    let verified = size
+        .verified_instructions
+        .expect("the kernel reports the verified instruction count");
+    assert!(verified < 250_000, "{verified} instructions verified");
+}

@@ -193,6 +193,12 @@ fn owner_lines(out: &mut impl io::Write, v: &OwnerView) -> io::Result<()> {
              the last policy: {} groups, {} sources)",
             v.iface, v.ifindex, v.groups, v.sources
         ),
+        "msfilter-vlans" => writeln!(
+            out,
+            "{} (index {}): msfilter's {program}, {mode} mode, carrying owned VLAN \
+             sub-interfaces only (the interface itself is not owned)",
+            v.iface, v.ifindex
+        ),
         "other" => writeln!(
             out,
             "{} (index {}): another XDP program: {program}, {mode} mode, loaded {}",
