@@ -44,7 +44,7 @@ pub fn msfilter(ctx: XdpContext) -> u32 {
 fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
     let frame = parse::multicast_datagram(ctx)?;
     let len = parse::frame_len(ctx);
-    let ifindex = vlan::judged_ifindex(ctx.ingress_ifindex() as u32, frame.vlan);
+    let ifindex = vlan::judged_ifindex(ctx, ctx.ingress_ifindex() as u32);
     let reason = judge(ifindex, &frame, len);
     counters::count_reason(reason, len);
     trace::frame(ifindex, Some(&frame), reason, len);
@@ -53,7 +53,7 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
 
 /// The policy's reason for a multicast datagram, counted on its group and source entries.
 #[inline(always)]
-fn judge(ifindex: u32, Frame { group, source, .. }: &Frame, len: u64) -> Reason {
+fn judge(ifindex: u32, Frame { group, source }: &Frame, len: u64) -> Reason {
     let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, group)) else {
         return Reason::Unmanaged;
     };

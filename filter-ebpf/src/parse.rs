@@ -14,7 +14,7 @@ use msfilter_common::{
         ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_ICMPV6, IPPROTO_PIM,
         IPV4_MIN_HLEN, IPV6_EXT_MIN, IPV6_FRAG_HLEN, IPV6_HLEN, VLAN_HLEN, ipv6_ext_len,
         ipv6_fragment_offset, is_ipv4_control, is_ipv4_multicast, is_ipv6_ext, is_ipv6_multicast,
-        is_mld, is_vlan, mapped_vlan,
+        is_mld, is_vlan,
     },
     limits::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS},
 };
@@ -52,8 +52,6 @@ impl Error {
 pub(crate) struct Frame {
     pub(crate) group: Words,
     pub(crate) source: Words,
-    /// The outer tag's VLAN id, if that tag is one a sub-interface may map (`mapped_vlan`).
-    pub(crate) vlan: Option<u16>,
 }
 
 /// Offsets never exceed this (a linear XDP buffer is at most a page); the explicit bound
@@ -122,41 +120,44 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// The frame's first tag (TPID and TCI) or, untagged, its ethertype and two more bytes: read
+/// again where the VLAN is needed, after the datagram was found, so that the header walk
+/// carries no VLAN state (the verifier would explore it twice). The offset is hidden from
+/// the optimizer, as in `read_within`: these bytes were checked before, and LLVM would
+/// otherwise fold the check into arithmetic on `data_end` that the verifier rejects.
+#[inline(always)]
+pub(crate) fn outer_tag(ctx: &XdpContext) -> Result<[u8; VLAN_HLEN], Error> {
+    read::<VLAN_HLEN>(ctx, core::hint::black_box(ETH_HLEN - 2))
+}
+
 /// Find the group and source of a multicast data datagram, or say why there is none.
 #[inline(always)]
 pub(crate) fn multicast_datagram(ctx: &XdpContext) -> Result<Frame, Error> {
-    let (ethertype, l3, vlan) = ethernet(ctx)?;
-    let mut frame = match ethertype {
+    let (ethertype, l3) = ethernet(ctx)?;
+    match ethertype {
         ETH_P_IPV4 => ipv4(ctx, l3),
         ETH_P_IPV6 => ipv6(ctx, l3),
         _ => Err(Error::NotIp),
-    }?;
-    frame.vlan = vlan;
-    Ok(frame)
+    }
 }
 
-/// Ethertype after up to `MAX_VLAN_TAGS` tags, the offset of the L3 header, and the outer
-/// tag's VLAN id if a sub-interface may map it.
+/// Ethertype after up to `MAX_VLAN_TAGS` tags, and the offset of the L3 header.
 #[inline(always)]
-fn ethernet(ctx: &XdpContext) -> Result<(u16, usize, Option<u16>), Error> {
+fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Error> {
     let mut ethertype = be16(read::<2>(ctx, ETH_HLEN - 2)?);
     let mut off = ETH_HLEN;
-    let mut vlan = None;
-    for i in 0..MAX_VLAN_TAGS {
+    for _ in 0..MAX_VLAN_TAGS {
         if !is_vlan(ethertype) {
             break;
         }
         let tag = read::<VLAN_HLEN>(ctx, off)?;
-        if i == 0 {
-            vlan = mapped_vlan(ethertype, be16([tag[0], tag[1]]));
-        }
         ethertype = be16([tag[2], tag[3]]);
         off += VLAN_HLEN;
     }
     if is_vlan(ethertype) {
         return Err(Error::TooManyVlanTags);
     }
-    Ok((ethertype, off, vlan))
+    Ok((ethertype, off))
 }
 
 #[inline(always)]
@@ -182,7 +183,6 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Frame, Error> {
     Ok(Frame {
         group: keys::ipv4_mapped([h[16], h[17], h[18], h[19]]),
         source: keys::ipv4_mapped([h[12], h[13], h[14], h[15]]),
-        vlan: None,
     })
 }
 
@@ -247,6 +247,5 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Frame, Error> {
     Ok(Frame {
         group: keys::ipv6(group),
         source: keys::ipv6(source),
-        vlan: None,
     })
 }
