@@ -44,6 +44,19 @@ pub const fn is_vlan(ethertype: u16) -> bool {
     ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
 }
 
+/// The VLAN whose sub-interface judges a frame, from the frame's outermost tag (its TPID and
+/// TCI): the VLAN id (TCI & 0x0fff) of an 802.1Q tag. An 802.1ad outer tag (a QinQ S-tag)
+/// maps to no sub-interface, nor does an inner tag: only 802.1Q sub-interfaces of the
+/// interface the program runs on are enforced there.
+#[inline(always)]
+pub const fn mapped_vlan(outer_tpid: u16, outer_tci: u16) -> Option<u16> {
+    if outer_tpid == ETH_P_8021Q {
+        Some(outer_tci & 0x0fff)
+    } else {
+        None
+    }
+}
+
 /// IPv4 multicast: 224.0.0.0/4.
 #[inline(always)]
 pub const fn is_ipv4_multicast(first_octet: u8) -> bool {
@@ -130,6 +143,10 @@ mod tests {
         assert!(is_ipv6_ext(0) && is_ipv6_ext(44) && !is_ipv6_ext(IPPROTO_ESP));
         assert!(!is_ipv6_ext(IPPROTO_ICMPV6) && !is_ipv6_ext(IPPROTO_UDP));
         assert!(is_vlan(0x8100) && is_vlan(0x88a8) && !is_vlan(0x0800));
+        // Priority and DEI bits are not part of the VLAN id; 802.1ad outer tags map nowhere.
+        assert_eq!(mapped_vlan(ETH_P_8021Q, 0xe064), Some(100));
+        assert_eq!(mapped_vlan(ETH_P_8021Q, 0x0fff), Some(4095));
+        assert_eq!(mapped_vlan(ETH_P_8021AD, 100), None);
         assert_eq!(ipv6_fragment_offset(0x0009), 1); // offset 1, M flag set
         assert_eq!(ipv6_fragment_offset(0x0001), 0); // first fragment, M flag set
     }

@@ -17,5 +17,5 @@ pub mod trace;
 pub mod unjoined;
 pub mod verdict;
 
-pub use maps::{Addr, Counter, GroupKey, GroupState, GroupValue, Mode, SourceKey};
+pub use maps::{Addr, Counter, GroupKey, GroupState, GroupValue, Mode, SourceKey, VlanKey};
 pub use verdict::{Policy, Reason, Verdict};

@@ -14,6 +14,11 @@ pub const GROUPS_MAP: &str = "MSF_GROUPS";
 pub const SOURCES_MAP: &str = "MSF_SOURCES";
 /// Per-CPU array indexed by [`Reason`]: how many frames were passed or dropped for each reason.
 pub const REASONS_MAP: &str = "MSF_REASONS";
+/// VLAN map: `VlanKey` (parent interface, VLAN id) → `u32` index of the 802.1Q sub-interface
+/// whose entries judge that VLAN's frames on the parent.
+pub const VLANS_MAP: &str = "MSF_VLANS";
+/// Capacity of the VLAN map: VLAN sub-interfaces enforced at once, over all parents.
+pub const MAX_VLANS: u32 = 4096;
 
 /// Default capacity of the groups map (settable at load time).
 pub const DEFAULT_MAX_GROUPS: u32 = 65_536;

@@ -174,12 +174,37 @@ impl SourceKey {
 /// normally stays on one receive queue, so the cache line rarely moves.
 pub type SourceValue = Counter;
 
+/// Key of the VLAN map ([`crate::limits::VLANS_MAP`]): a VLAN on the interface the program
+/// runs on (the parent of an 802.1Q sub-interface). The value is the sub-interface's index:
+/// a frame whose outer 802.1Q tag carries `vid` and that arrives on `ifindex` is judged by
+/// the sub-interface's group and source entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct VlanKey {
+    pub ifindex: u32,
+    /// The VLAN id (0–4095).
+    pub vid: u16,
+    pub reserved: u16,
+}
+
+impl VlanKey {
+    #[inline(always)]
+    pub const fn new(ifindex: u32, vid: u16) -> Self {
+        Self {
+            ifindex,
+            vid,
+            reserved: 0,
+        }
+    }
+}
+
 /// Offsets the XDP program relies on when it writes keys as 32-bit words (every address
 /// field is 4-byte aligned; the generation byte and its three reserved bytes form one word).
 pub mod word_offsets {
     use core::mem::offset_of;
 
-    use super::{GroupKey, SourceKey};
+    use super::{GroupKey, SourceKey, VlanKey};
 
     pub const GROUP_KEY_GROUP: usize = offset_of!(GroupKey, group);
     pub const SOURCE_KEY_GENERATION: usize = offset_of!(SourceKey, generation);
@@ -190,6 +215,9 @@ pub mod word_offsets {
     const _: () = assert!(SOURCE_KEY_GENERATION == 4 && offset_of!(SourceKey, reserved) == 5);
     const _: () = assert!(SOURCE_KEY_GROUP == 8 && SOURCE_KEY_SOURCE == 24);
     const _: () = assert!(size_of::<SourceKey>() == 40);
+    // VlanKey as two words: ifindex, then the VLAN id in the low half (little-endian).
+    pub const VLAN_KEY_VID: usize = offset_of!(VlanKey, vid);
+    const _: () = assert!(VLAN_KEY_VID == 4 && size_of::<VlanKey>() == 8);
 }
 
 /// IPv4 address as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
@@ -229,6 +257,7 @@ mod pod {
     unsafe impl aya::Pod for super::GroupValue {}
     unsafe impl aya::Pod for super::SourceKey {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::VlanKey {}
 }
 
 #[cfg(test)]
@@ -244,6 +273,7 @@ mod tests {
         assert_eq!(size_of::<GroupValue>(), 1 + 7 + 16 + 16);
         assert_eq!(size_of::<SourceKey>(), 4 + 1 + 3 + 16 + 16);
         assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<VlanKey>(), 4 + 2 + 2);
         assert_eq!(size_of::<GroupState>(), 1);
         assert_eq!(align_of::<GroupValue>(), 8);
         assert_eq!(align_of::<SourceKey>(), 4);

@@ -66,6 +66,8 @@ impl TraceControl {
 pub struct TraceEvent {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the frame was judged.
     pub time_ns: u64,
+    /// The interface whose entries judged the frame: the ingress interface, or the VLAN
+    /// sub-interface its outer 802.1Q tag maps to (`verdict::judging_interface`).
     pub ifindex: u32,
     /// Frame length in bytes.
     pub len: u32,

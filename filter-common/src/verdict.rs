@@ -20,17 +20,23 @@
 //!    a non-first fragment stops the walk with the fragment header's next-header. A longer
 //!    chain passes ([`Reason::ExtensionChainTooLong`]). MLD (ICMPv6 130, 131, 132, 143) and
 //!    PIM pass; so does ICMPv6 in a non-first fragment, whose type cannot be seen.
-//! 4. The group on the ingress interface: absent → pass ([`Reason::Unmanaged`]), or drop
-//!    ([`Reason::Unjoined`]) where the interface drops unjoined groups ([`unjoined`]); otherwise
+//! 4. The judging interface: the ingress interface, unless the outermost tag is 802.1Q
+//!    ([`mapped_vlan`]) and the policy maps (ingress interface, that tag's VLAN id) to a
+//!    VLAN sub-interface ([`Policy::vlan`]): then that sub-interface. Untagged frames, an
+//!    802.1ad outer tag and unmapped VLAN ids keep the ingress interface; inner tags never
+//!    count.
+//! 5. The group on the judging interface: absent → pass ([`Reason::Unmanaged`]), or drop
+//!    ([`Reason::Unjoined`]) where that interface drops unjoined groups ([`unjoined`]); otherwise
 //!    [`decide`] by mode and whether the source is listed in the group's active generation.
 
 use crate::headers::{
     ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_ICMPV6, IPPROTO_PIM, IPV4_MIN_HLEN,
     IPV6_EXT_MIN, IPV6_FRAG_HLEN, IPV6_HLEN, VLAN_HLEN, ipv6_ext_len, ipv6_fragment_offset,
     is_ipv4_control, is_ipv4_multicast, is_ipv6_ext, is_ipv6_multicast, is_mld, is_vlan,
+    mapped_vlan,
 };
 use crate::limits::{MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
-use crate::maps::{Addr, GroupKey, GroupState, Mode, SourceKey, ipv4_mapped};
+use crate::maps::{Addr, GroupKey, GroupState, Mode, SourceKey, VlanKey, ipv4_mapped};
 use crate::unjoined;
 
 /// What XDP does with a frame. The values are the kernel's `XDP_DROP` and `XDP_PASS`.
@@ -157,6 +163,9 @@ pub trait Policy {
     fn group(&self, key: &GroupKey) -> Option<GroupState>;
     /// Whether this source entry exists.
     fn has_source(&self, key: &SourceKey) -> bool;
+    /// The VLAN sub-interface whose entries judge this VLAN's frames on this interface, if
+    /// one is mapped (the VLAN map).
+    fn vlan(&self, key: &VlanKey) -> Option<u32>;
     /// The interface's `unjoined::UNJOINED_MAP` bits if the gate is closed now, else 0
     /// (groups absent from the groups map then pass).
     fn drops_unjoined(&self, _ifindex: u32) -> u32 {
@@ -179,19 +188,41 @@ struct Addresses {
     source: Addr,
 }
 
-fn judge<P: Policy + ?Sized>(frame: &[u8], ifindex: u32, policy: &P) -> Result<Reason, Reason> {
-    let (ethertype, l3) = ethernet(frame)?;
-    let Addresses { group, source } = match ethertype {
+/// The interface whose entries judge `frame` arriving on `ifindex` (rule 4): the ingress
+/// interface, or the VLAN sub-interface the policy maps the frame's outer 802.1Q tag to.
+/// Frames that are not judged by group and source (rules 1–3) stay on the ingress interface.
+pub fn judging_interface<P: Policy + ?Sized>(frame: &[u8], ifindex: u32, policy: &P) -> u32 {
+    addressed(frame, ifindex, policy).map_or(ifindex, |(judging, _, _)| judging)
+}
+
+/// Rules 1–4: the judging interface and the addresses of a datagram the filter applies to.
+fn addressed<P: Policy + ?Sized>(
+    frame: &[u8],
+    ifindex: u32,
+    policy: &P,
+) -> Result<(u32, bool, Addresses), Reason> {
+    let (ethertype, l3, vlan, tagged) = ethernet(frame)?;
+    let addresses = match ethertype {
         ETH_P_IPV4 => ipv4(frame, l3)?,
         ETH_P_IPV6 => ipv6(frame, l3)?,
         _ => return Err(Reason::NotIp),
     };
+    let mapped = vlan.and_then(|vid| policy.vlan(&VlanKey::new(ifindex, vid)));
+    // Whether the frame is the judging interface's own traffic: untagged, or of a mapped VLAN.
+    // A tag nothing maps belongs to some other (sub-)interface, or to none.
+    let own = !tagged || mapped.is_some();
+    Ok((mapped.unwrap_or(ifindex), own, addresses))
+}
+
+fn judge<P: Policy + ?Sized>(frame: &[u8], ifindex: u32, policy: &P) -> Result<Reason, Reason> {
+    let (ifindex, own, Addresses { group, source }) = addressed(frame, ifindex, policy)?;
     let Some(state) = policy.group(&GroupKey::new(ifindex, group)) else {
-        return Ok(unjoined::decide(
-            policy.drops_unjoined(ifindex),
-            &group,
-            true,
-        ));
+        let flags = if own {
+            policy.drops_unjoined(ifindex)
+        } else {
+            0
+        };
+        return Ok(unjoined::decide(flags, &group, true));
     };
     let listed = policy.has_source(&SourceKey::new(ifindex, state.generation(), group, source));
     Ok(decide(state.mode(), listed))
@@ -215,14 +246,16 @@ fn array<const N: usize>(frame: &[u8], off: usize) -> Result<[u8; N], Reason> {
     Ok(out)
 }
 
-/// Ethertype after up to [`MAX_VLAN_TAGS`] tags, and the offset of the L3 header.
-fn ethernet(frame: &[u8]) -> Result<(u16, usize), Reason> {
+/// Ethertype after up to [`MAX_VLAN_TAGS`] tags, the offset of the L3 header, and the VLAN id
+/// of the outermost tag if it is one that maps to a sub-interface ([`mapped_vlan`]).
+fn ethernet(frame: &[u8]) -> Result<(u16, usize, Option<u16>, bool), Reason> {
     if frame.len() < ETH_HLEN {
         return Err(Reason::Truncated);
     }
     let mut ethertype = be16(frame, ETH_HLEN - 2)?;
     let mut off = ETH_HLEN;
     let mut tags = 0;
+    let mut vlan = None;
     while is_vlan(ethertype) {
         if tags == MAX_VLAN_TAGS {
             return Err(Reason::TooManyVlanTags);
@@ -230,11 +263,14 @@ fn ethernet(frame: &[u8]) -> Result<(u16, usize), Reason> {
         if frame.len() < off + VLAN_HLEN {
             return Err(Reason::Truncated);
         }
+        if tags == 0 {
+            vlan = mapped_vlan(ethertype, be16(frame, off)?);
+        }
         ethertype = be16(frame, off + 2)?;
         off += VLAN_HLEN;
         tags += 1;
     }
-    Ok((ethertype, off))
+    Ok((ethertype, off, vlan, tags > 0))
 }
 
 fn ipv4(frame: &[u8], l3: usize) -> Result<Addresses, Reason> {
@@ -334,6 +370,7 @@ mod tests {
     struct Table {
         groups: HashMap<GroupKey, GroupState>,
         sources: HashSet<SourceKey>,
+        vlans: HashMap<VlanKey, u32>,
     }
 
     impl Policy for Table {
@@ -343,6 +380,9 @@ mod tests {
         fn has_source(&self, key: &SourceKey) -> bool {
             self.sources.contains(key)
         }
+        fn vlan(&self, key: &VlanKey) -> Option<u32> {
+            self.vlans.get(key).copied()
+        }
     }
 
     const IF: u32 = 7;
@@ -351,10 +391,16 @@ mod tests {
     const OTHER4: [u8; 4] = [10, 0, 0, 2];
 
     fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
+        let tags: Vec<(u16, u16)> = vlans.iter().map(|&tpid| (tpid, 100)).collect();
+        eth_tagged(ethertype, &tags)
+    }
+
+    /// Ethernet header with `(TPID, TCI)` tags, outermost first.
+    fn eth_tagged(ethertype: u16, tags: &[(u16, u16)]) -> Vec<u8> {
         let mut f = std::vec![0x01, 0x00, 0x5e, 0, 0, 1, 2, 0, 0, 0, 0, 1];
-        for tpid in vlans {
+        for (tpid, tci) in tags {
             f.extend_from_slice(&tpid.to_be_bytes());
-            f.extend_from_slice(&100u16.to_be_bytes()); // TCI: VLAN 100
+            f.extend_from_slice(&tci.to_be_bytes());
         }
         f.extend_from_slice(&ethertype.to_be_bytes());
         f
@@ -435,6 +481,61 @@ mod tests {
             f.extend_from_slice(&plain[14..]);
             assert_eq!(verdict(&f, IF, &ex).1, expected, "{tags:x?}");
         }
+    }
+
+    /// A VLAN mapped to a sub-interface is judged by the sub-interface's entries; everything
+    /// else (untagged, unmapped VLAN id, 802.1ad outer tag, the VLAN only as inner tag) by the
+    /// ingress interface's.
+    #[test]
+    fn mapped_vlans_are_judged_on_their_sub_interface() {
+        const SUB: u32 = 40;
+        // EXCLUDE S4 on the parent; INCLUDE S4 on the sub-interface: the reasons differ.
+        let mut t = policy(Mode::Exclude, &[S4]);
+        let g = ipv4_mapped(G4);
+        t.groups
+            .insert(GroupKey::new(SUB, g), GroupState::new(Mode::Include, 0));
+        t.sources.insert(SourceKey::new(SUB, 0, g, ipv4_mapped(S4)));
+        t.vlans.insert(VlanKey::new(IF, 100), SUB);
+        let plain = ipv4_frame(S4, G4, IPPROTO_UDP, 8);
+        let other = ipv4_frame(OTHER4, G4, IPPROTO_UDP, 8);
+        let tagged = |tags: &[(u16, u16)], datagram: &[u8]| {
+            let mut f = eth_tagged(ETH_P_IPV4, tags);
+            f.extend_from_slice(&datagram[14..]);
+            f
+        };
+        let q = ETH_P_8021Q;
+        let ad = ETH_P_8021AD;
+        for (tags, ifindex, datagram, expected) in [
+            (&[][..], IF, &plain, Reason::Excluded),
+            (&[(q, 100)][..], IF, &plain, Reason::Included),
+            (&[(q, 100)][..], IF, &other, Reason::NotIncluded),
+            // Priority bits set: still VLAN 100.
+            (&[(q, 0xa064)][..], IF, &plain, Reason::Included),
+            (&[(q, 101)][..], IF, &plain, Reason::Excluded),
+            (&[(ad, 100)][..], IF, &plain, Reason::Excluded),
+            (&[(q, 100), (q, 7)][..], IF, &other, Reason::NotIncluded),
+            (&[(ad, 7), (q, 100)][..], IF, &plain, Reason::Excluded),
+            (&[(q, 7), (q, 100)][..], IF, &plain, Reason::Excluded),
+            // The mapping belongs to its parent: the same VLAN elsewhere is not mapped.
+            (&[(q, 100)][..], IF + 1, &plain, Reason::Unmanaged),
+        ] {
+            let f = tagged(tags, datagram);
+            assert_eq!(
+                verdict(&f, ifindex, &t).1,
+                expected,
+                "{tags:x?} on {ifindex}"
+            );
+        }
+        let f = tagged(&[(q, 100)], &plain);
+        assert_eq!(judging_interface(&f, IF, &t), SUB);
+        assert_eq!(judging_interface(&f, IF + 1, &t), IF + 1);
+        assert_eq!(judging_interface(&plain, IF, &t), IF);
+        // Unjudged frames are unaffected by the mapping.
+        let mut igmp = tagged(&[(q, 100)], &ipv4_frame(S4, G4, IPPROTO_IGMP, 8));
+        assert_eq!(verdict(&igmp, IF, &t).1, Reason::Control);
+        assert_eq!(judging_interface(&igmp, IF, &t), IF);
+        igmp.truncate(17);
+        assert_eq!(verdict(&igmp, IF, &t).1, Reason::Truncated);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! spill every address byte to its own stack slot and call `memset` for the reserved bytes.
 //! `msfilter_common::maps::word_offsets` pins the layouts this relies on.
 
-use msfilter_common::{GroupKey, SourceKey};
+use msfilter_common::{GroupKey, SourceKey, VlanKey};
 
 #[cfg(target_endian = "big")]
 compile_error!("the generation word below assumes little-endian (bpfel)");
@@ -57,4 +57,12 @@ pub(crate) const fn source_key(ifindex: u32, generation: u8, g: &Words, s: &Word
     // SAFETY: SourceKey is 40 bytes of plain data, 4-byte aligned, like [u32; 10]: ifindex,
     // generation and reserved bytes, group, source.
     unsafe { core::mem::transmute::<[u32; 10], SourceKey>(words) }
+}
+
+#[inline(always)]
+pub(crate) const fn vlan_key(ifindex: u32, vid: u16) -> VlanKey {
+    let words: [u32; 2] = [ifindex, vid as u32];
+    // SAFETY: VlanKey is 8 bytes of plain data, 4-byte aligned, like [u32; 2]: ifindex, then
+    // the VLAN id and its zero reserved half-word, little-endian.
+    unsafe { core::mem::transmute::<[u32; 2], VlanKey>(words) }
 }

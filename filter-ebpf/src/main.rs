@@ -1,5 +1,6 @@
 //! msfilter's XDP program: judges every multicast datagram by (ingress interface, group,
-//! source) against the groups and sources maps, before the network stack sees it.
+//! source) against the groups and sources maps, before the network stack sees it. A frame of
+//! a VLAN mapped in the VLAN map is judged as arriving on that 802.1Q sub-interface.
 //!
 //! The entry point is deliberately tiny: [`try_msfilter`] parses and judges; whatever it
 //! could not judge comes back as an [`Error`] and is passed. The rules are those of the
@@ -18,6 +19,7 @@ mod maps;
 mod parse;
 mod trace;
 mod unjoined;
+mod vlan;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use msfilter_common::{Reason, Verdict, verdict::decide};
@@ -43,8 +45,8 @@ pub fn msfilter(ctx: XdpContext) -> u32 {
 fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
     let frame = parse::multicast_datagram(ctx)?;
     let len = parse::frame_len(ctx);
-    let ifindex = ctx.ingress_ifindex() as u32;
-    let reason = judge(ifindex, &frame, len);
+    let (ifindex, own) = vlan::judged_ifindex(ctx, ctx.ingress_ifindex() as u32);
+    let reason = judge(ifindex, own, &frame, len);
     counters::count_reason(reason, len);
     trace::frame(ifindex, Some(&frame), reason, len);
     Ok(reason.verdict())
@@ -52,9 +54,13 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
 
 /// The policy's reason for a multicast datagram, counted on its group and source entries.
 #[inline(always)]
-fn judge(ifindex: u32, Frame { group, source }: &Frame, len: u64) -> Reason {
+fn judge(ifindex: u32, own: bool, Frame { group, source }: &Frame, len: u64) -> Reason {
     let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, group)) else {
-        return unjoined::judge(ifindex, group);
+        return if own {
+            unjoined::judge(ifindex, group)
+        } else {
+            Reason::Unmanaged
+        };
     };
     // SAFETY: the pointer comes from a successful lookup in a per-CPU map: this CPU's copy,
     // which nothing else writes while this program runs on this CPU.

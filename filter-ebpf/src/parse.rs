@@ -120,6 +120,16 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// The frame's first tag (TPID and TCI) or, untagged, its ethertype and two more bytes: read
+/// again where the VLAN is needed, after the datagram was found, so that the header walk
+/// carries no VLAN state (the verifier would explore it twice). The offset is hidden from
+/// the optimizer, as in `read_within`: these bytes were checked before, and LLVM would
+/// otherwise fold the check into arithmetic on `data_end` that the verifier rejects.
+#[inline(always)]
+pub(crate) fn outer_tag(ctx: &XdpContext) -> Result<[u8; VLAN_HLEN], Error> {
+    read::<VLAN_HLEN>(ctx, core::hint::black_box(ETH_HLEN - 2))
+}
+
 /// Find the group and source of a multicast data datagram, or say why there is none.
 #[inline(always)]
 pub(crate) fn multicast_datagram(ctx: &XdpContext) -> Result<Frame, Error> {

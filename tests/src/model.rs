@@ -11,19 +11,26 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use msfilter::datapath::{Capacities, Datapath, Installed, LoadOptions, monotonic_ns};
 use msfilter_common::{
-    Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, maps::ipv4_unmapped, unjoined,
-    verdict::verdict,
+    Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, VlanKey, maps::ipv4_unmapped,
+    unjoined, verdict::verdict,
 };
 
 use crate::netns::Netns;
 use crate::packet::hex;
 
-/// What the maps hold, as a policy for the model. A source entry counts only under the
-/// group's active generation, as in the kernel.
+/// What the maps hold, as a policy for the model: the groups map's mirror and the VLAN map.
+/// A source entry counts only under the group's active generation, as in the kernel.
 #[derive(Clone, Copy, Debug)]
-pub struct MapsPolicy<'a>(pub &'a BTreeMap<GroupKey, Installed>);
+pub struct MapsPolicy<'a>(
+    pub &'a BTreeMap<GroupKey, Installed>,
+    pub &'a BTreeMap<VlanKey, u32>,
+);
 
 impl Policy for MapsPolicy<'_> {
+    fn vlan(&self, key: &VlanKey) -> Option<u32> {
+        self.1.get(key).copied()
+    }
+
     fn group(&self, key: &GroupKey) -> Option<GroupState> {
         self.0.get(key).map(|installed| installed.state)
     }
@@ -46,6 +53,10 @@ pub struct DatapathPolicy<'a> {
 }
 
 impl Policy for DatapathPolicy<'_> {
+    fn vlan(&self, key: &VlanKey) -> Option<u32> {
+        self.maps.vlan(key)
+    }
+
     fn group(&self, key: &GroupKey) -> Option<GroupState> {
         self.maps.group(key)
     }
@@ -67,7 +78,7 @@ impl Policy for DatapathPolicy<'_> {
 pub fn policy_of(dp: &Datapath) -> DatapathPolicy<'_> {
     let gate = dp.gate().expect("reading the drop-unjoined gate");
     DatapathPolicy {
-        maps: MapsPolicy(dp.installed()),
+        maps: MapsPolicy(dp.installed(), dp.vlans()),
         unjoined: dp.unjoined().expect("reading the drop-unjoined interfaces"),
         gate_closed: unjoined::gate_closed(
             gate.begun,
@@ -218,7 +229,10 @@ mod tests {
                 sources: BTreeSet::from([source]),
             },
         );
-        let policy = MapsPolicy(&installed);
+        let vlans = BTreeMap::from([(VlanKey::new(3, 100), 5)]);
+        let policy = MapsPolicy(&installed, &vlans);
+        assert_eq!(policy.vlan(&VlanKey::new(3, 100)), Some(5));
+        assert_eq!(policy.vlan(&VlanKey::new(3, 101)), None);
         assert_eq!(policy.group(&key), Some(GroupState::new(Mode::Exclude, 1)));
         assert_eq!(policy.group(&GroupKey::new(4, group)), None);
         assert!(policy.has_source(&SourceKey::new(3, 1, group, source)));

@@ -199,6 +199,14 @@ impl Frame {
         self
     }
 
+    /// Add a VLAN tag with a whole TCI (priority and DEI bits too) inside the ones already
+    /// there.
+    #[must_use]
+    pub fn vlan_tci(mut self, tpid: u16, tci: u16) -> Self {
+        self.vlans.push(Vlan { tpid, tci });
+        self
+    }
+
     #[must_use]
     pub const fn padding(mut self, bytes: usize) -> Self {
         self.padding = bytes;

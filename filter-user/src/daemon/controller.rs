@@ -797,6 +797,7 @@ impl Controller {
                     drop_unjoined: super::following::unjoined_families(
                         self.unjoined_bits(a.ifindex),
                     ),
+                    carrier: super::report::CarrierView::of(a),
                 })
                 .collect(),
             map_memory: g + s + r,

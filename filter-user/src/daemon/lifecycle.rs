@@ -122,6 +122,14 @@ impl Controller {
                 Some(name) if ctl.kept.contains(&name) => {
                     log::info!("{name} was released with --keep; leaving its program enforcing");
                 }
+                // The link carries VLAN sub-interfaces only: it is adopted when they are
+                // taken again, without owning the parent itself.
+                Some(name)
+                    if !ctl.owned.contains_key(&name)
+                        && ctl.datapath.vlans().keys().any(|k| k.ifindex == ifindex) =>
+                {
+                    log::info!("{name}'s pinned link carries VLAN sub-interfaces only");
+                }
                 Some(_) => {
                     ctl.datapath.adopt(ifindex)?;
                 }

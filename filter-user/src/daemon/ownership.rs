@@ -5,7 +5,7 @@ use std::time::UNIX_EPOCH;
 
 use super::{
     controller::{Controller, ControllerError, Ownership, Result},
-    report::{AttachOutcome, Attached, Detached, OwnerView, Replaced},
+    report::{AttachOutcome, Attached, CarrierView, Detached, OwnerView, Replaced},
 };
 use crate::{
     datapath::AttachMode,
@@ -122,6 +122,7 @@ impl Controller {
             sources,
             followed: self.follows_now(ifindex),
             drop_unjoined,
+            carrier: CarrierView::of(attachment),
         }
     }
 
@@ -230,10 +231,12 @@ impl Controller {
             sources,
             followed: false,
             drop_unjoined: None,
+            carrier: None,
         };
         if let Some(a) = self.datapath.attachment(ifindex) {
             view.followed = self.follows_now(ifindex);
             view.drop_unjoined = self.drop_unjoined_view(ifindex, &view.iface);
+            view.carrier = CarrierView::of(a);
             view.owner = "msfilter".into();
             view.program_id = Some(a.program_id);
             view.program_name = xdp::program_summary(a.program_id).ok().map(|s| s.name);
@@ -246,8 +249,11 @@ impl Controller {
         }
         let running = xdp::xdp_attachment(ifindex).map_err(ControllerError::XdpQuery)?;
         if let Some(x) = running {
+            let carries_vlans = self.datapath.vlans_on(ifindex).next().is_some();
             view.owner = if self.ownership(ifindex) == Ownership::Kept {
                 "msfilter-kept".into()
+            } else if carries_vlans {
+                "msfilter-vlans".into()
             } else {
                 "other".into()
             };

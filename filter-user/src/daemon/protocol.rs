@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 pub use super::report::{
-    AttachOutcome, Attached, AttachmentView, CounterView, Detached, FilterReport, FilterView,
-    FollowStatsView, FollowedGroupView, FollowedSocketView, GroupEntry, OwnerView, Page,
-    ReasonCount, Reloaded, Replaced, SourceEntry, StatsView,
+    AttachOutcome, Attached, AttachmentView, CarrierView, CounterView, Detached, FilterReport,
+    FilterView, FollowStatsView, FollowedGroupView, FollowedSocketView, GroupEntry, OwnerView,
+    Page, ReasonCount, Reloaded, Replaced, SourceEntry, StatsView,
 };
 use crate::datapath::AttachMode;
 pub use crate::sockopt::Request as MembershipRequest;

@@ -155,6 +155,9 @@ pub struct AttachmentView {
     /// The families whose unjoined groups XDP drops there ("ipv4", "ipv6").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drop_unjoined: Vec<String>,
+    /// A VLAN sub-interface: the interface that carries the program enforcing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +232,34 @@ pub struct Attached {
     /// words; `None` when it drops none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_unjoined: Option<String>,
+    /// A VLAN sub-interface: the interface whose XDP program enforces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierView>,
+}
+
+/// Where a VLAN sub-interface is enforced: by the XDP program on `iface`, for frames of VLAN
+/// `vlan`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarrierView {
+    pub iface: String,
+    pub ifindex: u32,
+    pub vlan: u16,
+}
+
+impl CarrierView {
+    pub fn of(attachment: &crate::datapath::Attachment) -> Option<Self> {
+        attachment.vlan.as_ref().map(|v| Self {
+            iface: v.parent_name.clone(),
+            ifindex: v.parent,
+            vlan: v.vid,
+        })
+    }
+}
+
+impl std::fmt::Display for CarrierView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "XDP on {}, VLAN {}", self.iface, self.vlan)
+    }
 }
 
 /// The program of an owned interface swapped through its link.
@@ -265,7 +296,8 @@ pub struct OwnerView {
     pub iface: String,
     pub ifindex: u32,
     /// "msfilter" (this daemon), "msfilter-kept" (released with --keep: msfilter's program
-    /// enforces the last policy, frozen), "other" (another XDP program), or "none".
+    /// enforces the last policy, frozen), "msfilter-vlans" (msfilter's program runs here for
+    /// owned VLAN sub-interfaces only), "other" (another XDP program), or "none".
     pub owner: String,
     pub program_id: Option<u32>,
     pub program_name: Option<String>,
@@ -288,6 +320,9 @@ pub struct OwnerView {
     /// What XDP drops of the groups nobody joined there, in words (`None`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_unjoined: Option<String>,
+    /// A VLAN sub-interface: the interface that carries the program enforcing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<CarrierView>,
 }
 
 /// The configuration file read again.

@@ -5,6 +5,12 @@
 //!
 //! Every link is held as a bpf_link file descriptor; with a pin directory it is also pinned
 //! there, so the program keeps enforcing if the daemon dies.
+//!
+//! An 802.1Q VLAN sub-interface is enforced on its parent: owning `eth0.100` attaches the
+//! program to `eth0` (or shares the link already there) and maps VLAN 100 on `eth0` to
+//! `eth0.100` in the VLAN map. The link (a *carrier*) belongs to the interface it is on and
+//! is shared by that interface and every owned sub-interface of it; it is detached when the
+//! last of them is released.
 
 use std::{
     collections::BTreeMap,
@@ -73,11 +79,12 @@ impl std::str::FromStr for AttachMode {
     }
 }
 
-/// The program attached to one owned interface.
+/// The program enforcing one owned interface.
 #[derive(Debug)]
 pub struct Attachment {
     pub ifindex: u32,
     pub iface: String,
+    /// The mode of the program on the interface that carries it.
     pub mode: AttachMode,
     /// When this process took the interface over (attached or adopted).
     pub since: SystemTime,
@@ -85,21 +92,54 @@ pub struct Attachment {
     pub program_id: u32,
     /// Whether the link was adopted from the pin directory rather than created now.
     pub adopted: bool,
+    /// For a VLAN sub-interface: the parent whose XDP program enforces it.
+    pub vlan: Option<VlanCarrier>,
+    replaced: bool,
+}
+
+impl Attachment {
+    /// Whether the program here replaced the daemon's own (`attach --replace`).
+    pub const fn replaced(&self) -> bool {
+        self.replaced
+    }
+
+    /// The interface whose link runs the program for this one.
+    pub fn carrier(&self) -> u32 {
+        self.vlan.as_ref().map_or(self.ifindex, |v| v.parent)
+    }
+}
+
+/// Where a VLAN sub-interface is enforced: XDP on `parent`, frames of VLAN `vid`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VlanCarrier {
+    pub parent: u32,
+    pub parent_name: String,
+    pub vid: u16,
+}
+
+/// The program's link on one interface, shared by that interface and its owned VLAN
+/// sub-interfaces.
+#[derive(Debug)]
+pub(super) struct Carrier {
+    mode: AttachMode,
+    program_id: u32,
     link: FdLink,
     pin: Option<PathBuf>,
     /// A program instance that replaced the daemon's own on this interface.
     program: Option<Ebpf>,
 }
 
-impl Attachment {
-    /// Whether the program here replaced the daemon's own (`attach --replace`).
-    pub const fn replaced(&self) -> bool {
-        self.program.is_some()
+/// Owned interfaces by index (`.0`), and the links carrying their program by the index of
+/// the interface each is on (`.1`).
+#[derive(Debug, Default)]
+pub(super) struct Attachments(pub(super) BTreeMap<u32, Attachment>, BTreeMap<u32, Carrier>);
+
+impl Attachments {
+    /// How many owned interfaces the link on `carrier` enforces.
+    fn users(&self, carrier: u32) -> usize {
+        self.0.values().filter(|a| a.carrier() == carrier).count()
     }
 }
-
-#[derive(Debug, Default)]
-pub(super) struct Attachments(pub(super) BTreeMap<u32, Attachment>);
 
 /// What a program replacement did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +185,9 @@ impl Datapath {
     /// A link this daemon pinned there earlier is adopted. Another XDP program on the
     /// interface is refused, naming it, unless `replace_foreign`. A missing interface or a
     /// failed attach changes nothing.
+    ///
+    /// An 802.1Q VLAN sub-interface is attached on its parent (sharing the link already
+    /// there), and its VLAN mapped to it in the VLAN map.
     pub fn attach(
         &mut self,
         ifindex: u32,
@@ -158,10 +201,102 @@ impl Datapath {
                 mode: existing.mode,
             });
         }
-        if self.pinned_link(ifindex) {
-            return self.adopt(ifindex);
+        let vlan = self.vlan_carrier(ifindex, &name)?;
+        let carrier = vlan.as_ref().map_or(ifindex, |v| v.parent);
+        let (mode, program_id, adopted) = self.hook(carrier, mode, replace_foreign)?;
+        if let Some(v) = &vlan
+            && let Err(e) = self.set_vlan(v.parent, v.vid, ifindex)
+        {
+            self.release_carrier_if_unused(carrier);
+            return Err(e);
         }
-        let foreign = xdp::xdp_attachment(ifindex).map_err(|e| DatapathError::Attach {
+        if let Some(v) = &vlan {
+            log::info!(
+                "enforcing {name} (index {ifindex}) as VLAN {} on {}'s program",
+                v.vid,
+                v.parent_name
+            );
+        }
+        let attachment = Attachment {
+            ifindex,
+            iface: name,
+            mode,
+            since: SystemTime::now(),
+            program_id,
+            adopted,
+            vlan,
+            replaced: self
+                .attachments
+                .1
+                .get(&carrier)
+                .is_some_and(|c| c.program.is_some()),
+        };
+        Ok(self.attachments.0.entry(ifindex).or_insert(attachment))
+    }
+
+    /// For a VLAN sub-interface, where it is enforced; `None` for any other interface.
+    fn vlan_carrier(&self, ifindex: u32, name: &str) -> Result<Option<VlanCarrier>> {
+        let vlan_error = |detail: String| DatapathError::Vlan {
+            iface: name.to_string(),
+            detail,
+        };
+        let Some(vlan) = iface::vlan::vlan_link(ifindex).map_err(|e| vlan_error(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        let parent_name = iface::name_of(vlan.parent).ok_or_else(|| {
+            vlan_error(format!(
+                "its parent (index {}) is not in this namespace",
+                vlan.parent
+            ))
+        })?;
+        match iface::vlan::vlan_link(vlan.parent) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return Err(vlan_error(format!(
+                    "it is VLAN {} of {parent_name}, itself a VLAN sub-interface; stacked VLANs \
+                     are not enforced",
+                    vlan.vid
+                )));
+            }
+            Err(e) => return Err(vlan_error(format!("its parent {parent_name}: {e}"))),
+        }
+        Ok(Some(VlanCarrier {
+            parent: vlan.parent,
+            parent_name,
+            vid: vlan.vid,
+        }))
+    }
+
+    /// Make sure the program runs on `carrier`: share the link held there, adopt a pinned
+    /// one, or attach. Returns the mode, the program id and whether the link was adopted.
+    fn hook(
+        &mut self,
+        carrier: u32,
+        mode: Option<AttachMode>,
+        replace_foreign: bool,
+    ) -> Result<(AttachMode, u32, bool)> {
+        if let Some(c) = self.attachments.1.get(&carrier) {
+            if let Some(wanted) = mode
+                && wanted != c.mode
+            {
+                return Err(DatapathError::Attach {
+                    iface: iface::label(carrier),
+                    detail: format!(
+                        "its program runs in {} mode for an owned interface; it cannot run in \
+                         {wanted} mode as well",
+                        c.mode
+                    ),
+                });
+            }
+            return Ok((c.mode, c.program_id, false));
+        }
+        if self.pinned_link(carrier) {
+            let (mode, program_id) = self.adopt_link(carrier)?;
+            return Ok((mode, program_id, true));
+        }
+        let name = iface::by_index(carrier)?.name;
+        let foreign = xdp::xdp_attachment(carrier).map_err(|e| DatapathError::Attach {
             iface: name.clone(),
             detail: format!("querying its XDP program: {e}"),
         })?;
@@ -178,7 +313,7 @@ impl Datapath {
                     mode: foreign.mode.to_string(),
                 });
             }
-            xdp::remove_xdp(ifindex).map_err(|e| DatapathError::Attach {
+            xdp::remove_xdp(carrier).map_err(|e| DatapathError::Attach {
                 iface: name.clone(),
                 detail: format!("removing program {} ({program}): {e}", foreign.prog_id),
             })?;
@@ -198,7 +333,7 @@ impl Datapath {
         let mut failures = Vec::new();
         let mut attached = None;
         for &mode in modes {
-            match program.attach_to_if_index(ifindex, mode.xdp_mode()) {
+            match program.attach_to_if_index(carrier, mode.xdp_mode()) {
                 Ok(id) => {
                     attached = Some((mode, take_fd_link(program, id, &name)?));
                     break;
@@ -212,20 +347,40 @@ impl Datapath {
                 detail: failures.join("; "),
             });
         };
-        let (link, pin) = self.pin_link(ifindex, link)?;
-        log::info!("attached to {name} (index {ifindex}) in {mode} mode");
-        let attachment = Attachment {
-            ifindex,
-            iface: name,
-            mode,
-            since: SystemTime::now(),
-            program_id,
-            adopted: false,
-            link,
-            pin,
-            program: None,
+        let (link, pin) = self.pin_link(carrier, link)?;
+        log::info!("attached to {name} (index {carrier}) in {mode} mode");
+        self.attachments.1.insert(
+            carrier,
+            Carrier {
+                mode,
+                program_id,
+                link,
+                pin,
+                program: None,
+            },
+        );
+        Ok((mode, program_id, false))
+    }
+
+    /// Drop the link on `carrier` if no owned interface uses it any more: unpinned, the
+    /// kernel detaches the program.
+    fn release_carrier_if_unused(&mut self, carrier: u32) {
+        if self.attachments.users(carrier) > 0 {
+            return;
+        }
+        let Some(c) = self.attachments.1.remove(&carrier) else {
+            return;
         };
-        Ok(self.attachments.0.entry(ifindex).or_insert(attachment))
+        if let Some(path) = &c.pin
+            && let Err(e) = pins::unpin(path)
+        {
+            log::error!("unpinning {}: {e}", path.display());
+        }
+        if let Some(dir) = &self.pin_dir {
+            let _ = pins::unpin(&pins::program_path(dir, Some(carrier)));
+        }
+        drop(c); // the last reference: the kernel detaches the program
+        log::info!("detached from {} (index {carrier})", iface::label(carrier));
     }
 
     /// Whether a link for `ifindex` is pinned in the pin directory (left by an earlier run, or
@@ -247,16 +402,38 @@ impl Datapath {
         })?;
         Ok(all
             .into_iter()
-            .filter(|i| !self.attachments.0.contains_key(i))
+            .filter(|i| !self.attachments.1.contains_key(i))
             .collect())
     }
 
     /// Take over a pinned link: swap the program it runs for this process's own, atomically
     /// (the interface never runs without a filter), keeping the pin.
     pub fn adopt(&mut self, ifindex: u32) -> Result<&Attachment> {
-        let dir = self.pin_dir.clone().ok_or(DatapathError::NotPinned)?;
-        let path = pins::link_path(&dir, ifindex);
         let iface = iface::label(ifindex);
+        let (mode, program_id) = self.adopt_link(ifindex)?;
+        log::info!("adopted the pinned link of {iface} (index {ifindex}, {mode} mode)");
+        let attachment = Attachment {
+            ifindex,
+            iface,
+            mode,
+            since: SystemTime::now(),
+            program_id,
+            adopted: true,
+            vlan: None,
+            replaced: false,
+        };
+        Ok(self.attachments.0.entry(ifindex).or_insert(attachment))
+    }
+
+    /// Hold the link pinned for `carrier` and run this process's program through it; returns
+    /// its mode and the program id.
+    fn adopt_link(&mut self, carrier: u32) -> Result<(AttachMode, u32)> {
+        if let Some(c) = self.attachments.1.get(&carrier) {
+            return Ok((c.mode, c.program_id));
+        }
+        let dir = self.pin_dir.clone().ok_or(DatapathError::NotPinned)?;
+        let path = pins::link_path(&dir, carrier);
+        let iface = iface::label(carrier);
         let adopt_error = |detail: String| DatapathError::Attach {
             iface: iface.clone(),
             detail: format!("adopting the pinned link {}: {detail}", path.display()),
@@ -270,20 +447,18 @@ impl Datapath {
             .attach_to_link(link)
             .map_err(|e| adopt_error(program_error(&e)))?;
         let link = take_fd_link(program, id, &iface)?;
-        let mode = mode_of(ifindex);
-        log::info!("adopted the pinned link of {iface} (index {ifindex}, {mode} mode)");
-        let attachment = Attachment {
-            ifindex,
-            iface,
-            mode,
-            since: SystemTime::now(),
-            program_id,
-            adopted: true,
-            link,
-            pin: Some(path),
-            program: None,
-        };
-        Ok(self.attachments.0.entry(ifindex).or_insert(attachment))
+        let mode = mode_of(carrier);
+        self.attachments.1.insert(
+            carrier,
+            Carrier {
+                mode,
+                program_id,
+                link,
+                pin: Some(path),
+                program: None,
+            },
+        );
+        Ok((mode, program_id))
     }
 
     /// Replace the program on an owned interface by a newly loaded one (`object`: an XDP
@@ -291,22 +466,34 @@ impl Datapath {
     /// frame meets either the old or the new program, both reading the same maps.
     pub fn replace_program(&mut self, ifindex: u32, object: Option<&[u8]>) -> Result<Replaced> {
         let dir = self.pin_dir.clone().ok_or(DatapathError::NotPinned)?;
+        let Some(attachment) = self.attachments.0.get(&ifindex) else {
+            return Err(DatapathError::NotAttached(ifindex));
+        };
+        let iface = attachment.iface.clone();
+        if let Some(v) = &attachment.vlan {
+            return Err(DatapathError::Attach {
+                iface,
+                detail: format!(
+                    "its program runs on {} (VLAN {}); replace it there",
+                    v.parent_name, v.vid
+                ),
+            });
+        }
         let mut ebpf = self.load_instance(object)?;
         let new_program = program_mut(&mut ebpf)?
             .info()
             .map(|i| i.id())
             .map_err(|e| DatapathError::LoadProgram(Box::new(e)))?;
-        let Some(attachment) = self.attachments.0.remove(&ifindex) else {
+        let Some(carrier) = self.attachments.1.remove(&ifindex) else {
             return Err(DatapathError::NotAttached(ifindex));
         };
-        let Attachment {
-            iface,
+        let Carrier {
             mode,
             program_id: old_program,
             link,
             pin,
             ..
-        } = attachment;
+        } = carrier;
         let link = XdpLink::try_from(link).map_err(|e| DatapathError::Attach {
             iface: iface.clone(),
             detail: error_chain(&e),
@@ -325,20 +512,27 @@ impl Datapath {
             log::warn!("pinning the new program of {iface}: {e}");
         }
         log::info!("replaced program {old_program} by {new_program} on {iface} through its link");
-        self.attachments.0.insert(
+        self.attachments.1.insert(
             ifindex,
-            Attachment {
-                ifindex,
-                iface,
+            Carrier {
                 mode,
-                since: SystemTime::now(),
                 program_id: new_program,
-                adopted: false,
                 link,
                 pin,
                 program: Some(ebpf),
             },
         );
+        // Every interface the link enforces (its own and its VLAN sub-interfaces').
+        for a in self.attachments.0.values_mut() {
+            if a.carrier() == ifindex {
+                a.program_id = new_program;
+                a.replaced = true;
+                if a.ifindex == ifindex {
+                    a.since = SystemTime::now();
+                    a.adopted = false;
+                }
+            }
+        }
         Ok(Replaced {
             old_program,
             new_program,
@@ -353,8 +547,14 @@ impl Datapath {
         let Some(attachment) = self.attachments.0.remove(&ifindex) else {
             return Err(DatapathError::NotAttached(ifindex));
         };
+        let carrier = attachment.carrier();
         if keep {
-            if attachment.pin.is_none() {
+            if self
+                .attachments
+                .1
+                .get(&carrier)
+                .is_none_or(|c| c.pin.is_none())
+            {
                 self.attachments.0.insert(ifindex, attachment);
                 return Err(DatapathError::NotPinned);
             }
@@ -362,23 +562,33 @@ impl Datapath {
                 "released {} (index {ifindex}); its program keeps enforcing",
                 attachment.iface
             );
+            if self.attachments.users(carrier) == 0 {
+                // The pin holds the link.
+                self.attachments.1.remove(&carrier);
+            }
             return Ok(0);
         }
-        let Attachment {
-            iface, link, pin, ..
-        } = attachment;
-        if let Some(path) = &pin {
+        let mut deleted = 0;
+        if let Some(v) = &attachment.vlan {
+            // First: the VLAN's frames fall back to the parent's entries, then this
+            // interface's entries go.
+            if let Err(e) = self.remove_vlan(v.parent, v.vid) {
+                self.attachments.0.insert(ifindex, attachment);
+                return Err(e);
+            }
+            deleted += 1;
+        } else if let Some(c) = self.attachments.1.get(&carrier)
+            && self.attachments.users(carrier) == 0
+            && let Some(path) = &c.pin
+        {
             pins::unpin(path).map_err(|e| DatapathError::Detach {
-                iface: iface.clone(),
+                iface: attachment.iface.clone(),
                 detail: format!("unpinning {}: {e}", path.display()),
             })?;
         }
-        if let Some(dir) = &self.pin_dir {
-            let _ = pins::unpin(&pins::program_path(dir, Some(ifindex)));
-        }
-        drop(link); // the last reference: the kernel detaches the program
-        log::info!("detached from {iface} (index {ifindex})");
-        self.clear_interface(ifindex)
+        self.release_carrier_if_unused(carrier);
+        log::info!("released {} (index {ifindex})", attachment.iface);
+        Ok(deleted + self.clear_interface(ifindex)?)
     }
 
     /// Where the program is attached.
@@ -390,21 +600,41 @@ impl Datapath {
         self.attachments.0.get(&ifindex)
     }
 
+    /// The owned VLAN sub-interfaces whose program runs on `parent`.
+    pub fn vlans_on(&self, parent: u32) -> impl Iterator<Item = &Attachment> {
+        self.attachments
+            .0
+            .values()
+            .filter(move |a| a.vlan.as_ref().is_some_and(|v| v.parent == parent))
+    }
+
     /// Forget an interface that disappeared: its link went with it. Deletes its entries and
     /// pins; returns how many entries were deleted.
     pub fn forget_interface(&mut self, ifindex: u32) -> Result<usize> {
-        if let Some(a) = self.attachments.0.remove(&ifindex) {
-            if let Some(path) = &a.pin {
+        let carrier = if let Some(a) = self.attachments.0.remove(&ifindex) {
+            log::info!("{} (index {ifindex}) is gone; released it", a.iface);
+            a.carrier()
+        } else {
+            ifindex
+        };
+        // Its own link went with it; a parent's link stays while other interfaces use it.
+        if let Some(c) = self.attachments.1.remove(&ifindex) {
+            if let Some(path) = &c.pin {
                 let _ = pins::unpin(path);
             }
-            log::info!("{} (index {ifindex}) is gone; released it", a.iface);
-        } else if let Some(dir) = &self.pin_dir {
+        } else if let Some(dir) = &self.pin_dir
+            && !self.attachments.1.contains_key(&carrier)
+        {
             let _ = pins::unpin(&pins::link_path(dir, ifindex));
         }
         if let Some(dir) = &self.pin_dir {
             let _ = pins::unpin(&pins::program_path(dir, Some(ifindex)));
         }
-        self.clear_interface(ifindex)
+        if carrier != ifindex {
+            self.release_carrier_if_unused(carrier);
+        }
+        let vlans = self.remove_vlans_of(ifindex)?;
+        Ok(vlans + self.clear_interface(ifindex)?)
     }
 
     /// Run the program once on `frame` as if it arrived on `ifindex` (`None`: loopback) and

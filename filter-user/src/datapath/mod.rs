@@ -9,6 +9,8 @@
 //! * [`Datapath::reason_counters`], [`Datapath::group_counters`],
 //!   [`Datapath::source_counters`]: counters summed over CPUs.
 //! * [`Datapath::test_run`]: run the program on a frame through `BPF_PROG_TEST_RUN`.
+//! * [`Datapath::set_vlan`] / [`Datapath::remove_vlan`]: which 802.1Q sub-interface's
+//!   entries judge a VLAN's frames on the interface carrying the program (`vlans.rs`).
 //!
 //! Interfaces are given by index ([`crate::iface`] resolves names); what a group's entries
 //! must hold is a [`GroupFilter`] of the policy model.
@@ -20,19 +22,21 @@ mod pins;
 pub mod sys;
 mod trace;
 mod unjoined;
+mod vlans;
 
 use std::{io, path::PathBuf};
 
-pub use attach::{AttachMode, Attachment, Replaced};
+pub use attach::{AttachMode, Attachment, Replaced, VlanCarrier};
 use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
 pub use counters::{GroupCounters, ReasonCounters};
 pub use maps::{FilterChange, Installed};
 use msfilter_common::limits::{
     DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, MIN_MAX_GROUPS, MIN_MAX_SOURCES,
-    PROGRAM_NAME, REASONS_MAP, SOURCES_MAP,
+    PROGRAM_NAME, REASONS_MAP, SOURCES_MAP, VLANS_MAP,
 };
 pub use trace::{Trace, TraceSelection, owner_alive, pinned_switch, switch_off_abandoned};
 pub use unjoined::{Gate, monotonic_ns};
+pub use vlans::MAX_VLAN_ID;
 
 // What a group's entries must hold: the policy model's filter.
 use msfilter_common::unjoined::{GATE_MAP, UNJOINED_MAP};
@@ -114,6 +118,10 @@ pub enum DatapathError {
     NotPinned,
     #[error("a packet trace is already running (process {pid}); one trace at a time")]
     TraceBusy { pid: u32 },
+    #[error("VLAN id {vid} is out of range (0 to 4095)")]
+    InvalidVlan { vid: u16 },
+    #[error("{iface}: {detail}")]
+    Vlan { iface: String, detail: String },
 }
 
 pub type Result<T, E = DatapathError> = std::result::Result<T, E>;
@@ -155,6 +163,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     maps: maps::FilterMaps,
     unjoined: unjoined::UnjoinedMaps,
+    vlans: vlans::VlanMap,
     attachments: attach::Attachments,
     capacities: Capacities,
     pin_dir: Option<PathBuf>,
@@ -238,10 +247,12 @@ impl Datapath {
             gate: take(GATE_MAP)?,
         };
         let maps = maps::FilterMaps::open(groups, sources, reasons, capacities)?;
+        let vlans = vlans::VlanMap::open(take(VLANS_MAP)?)?;
         Ok(Self {
             ebpf,
             maps,
             unjoined,
+            vlans,
             attachments: attach::Attachments::default(),
             capacities,
             pin_dir: options.pin_dir.clone(),

@@ -2,9 +2,9 @@
 //! pinned, so XDP keeps enforcing when the daemon dies and a restarted daemon finds them.
 //!
 //! Layout: `<dir>/MSF_GROUPS`, `<dir>/MSF_SOURCES`, `<dir>/MSF_REASONS`, `<dir>/MSF_TRACE_CTL`,
-//! `<dir>/MSF_TRACE`, `<dir>/MSF_UNJOINED`, `<dir>/MSF_UNJOINED_GATE` (maps; those newer than
-//! the first three appear beside older pins on first load; the gate is shared with the follow
-//! hooks),
+//! `<dir>/MSF_TRACE`, `<dir>/MSF_VLANS`, `<dir>/MSF_UNJOINED`, `<dir>/MSF_UNJOINED_GATE` (maps;
+//! those newer than the first three appear beside older pins on first load; the gate is
+//! shared with the follow hooks),
 //! `<dir>/program` (the program the daemon loaded), `<dir>/link-<ifindex>` (the XDP link of an
 //! owned interface), `<dir>/program-<ifindex>` (a program that replaced it on that interface).
 
@@ -17,7 +17,7 @@ use std::{
 
 use aya::maps::MapData;
 use msfilter_common::{
-    limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP},
+    limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP, VLANS_MAP},
     trace::{TRACE_CONTROL_MAP, TRACE_EVENTS_MAP},
     unjoined::{GATE_MAP, UNJOINED_MAP},
 };
@@ -27,7 +27,7 @@ use super::DatapathError;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps that are pinned, all shared by every program instance loaded with this directory.
-pub(super) const MAPS: [&str; 7] = [
+pub(super) const MAPS: [&str; 8] = [
     GROUPS_MAP,
     SOURCES_MAP,
     REASONS_MAP,
@@ -35,6 +35,7 @@ pub(super) const MAPS: [&str; 7] = [
     TRACE_EVENTS_MAP,
     UNJOINED_MAP,
     GATE_MAP,
+    VLANS_MAP,
 ];
 
 /// Where the maps are pinned.

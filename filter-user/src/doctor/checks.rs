@@ -852,6 +852,13 @@ pub(super) fn xdp_program(
                      it"
                 ),
             ),
+            "msfilter-vlans" => Finding::ok(
+                CHECK,
+                format!(
+                    "msfilter's {program} runs here for owned VLAN sub-interfaces; the \
+                     interface itself is not owned"
+                ),
+            ),
             "other" => foreign(format!("another XDP program runs here: {program}")),
             _ if configured => Finding::warn(
                 CHECK,

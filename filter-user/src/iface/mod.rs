@@ -8,6 +8,7 @@
 //!   renamed ([`LinkMonitor`]).
 //! * [`groups`]: the multicast groups the kernel has joined on each interface
 //!   (`/proc/net/igmp*`), with their membership counts and the IGMP version in use.
+//! * [`vlan`]: whether an interface is an 802.1Q VLAN sub-interface, of which parent and VLAN.
 //! * [`xdp_features`]: what XDP each driver supports, as the kernel reports it (the
 //!   `netdev` generic-netlink family).
 //! * `netlink.rs`: the sockets, requests, messages and attributes underneath.
@@ -20,6 +21,7 @@ pub mod groups;
 pub mod monitor;
 mod names;
 mod netlink;
+pub mod vlan;
 pub mod xdp;
 pub mod xdp_features;
 

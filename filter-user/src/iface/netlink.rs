@@ -432,6 +432,43 @@ impl Socket {
     }
 }
 
+/// Ask the kernel about interface `ifindex` (`RTM_GETLINK`) and read the answer with `parse`.
+///
+/// # Errors
+///
+/// `NotFound` if there is no such interface; what `parse` or netlink reported, after
+/// "RTM_GETLINK for interface N".
+pub(super) fn get_link<T>(
+    ifindex: u32,
+    mut parse: impl FnMut(&LinkMessage<'_>) -> io::Result<T>,
+) -> io::Result<T> {
+    let what = || format!("RTM_GETLINK for interface {ifindex}");
+    let mut request =
+        NetlinkRequest::new(libc::RTM_GETLINK, NLM_F_ACK, libc::AF_UNSPEC as u8, ifindex);
+    request.attr_u32(libc::IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+    let mut found = None;
+    let mut socket = Socket::open(0).map_err(|e| context(what(), e))?;
+    socket
+        .transact(request, |ty, payload| {
+            if ty != libc::RTM_NEWLINK {
+                return Ok(());
+            }
+            if let Some(link) = LinkMessage::parse(payload)
+                && link.ifindex == ifindex
+            {
+                found = Some(parse(&link)?);
+            }
+            Ok(())
+        })
+        .map_err(|e| context(what(), e))?;
+    found.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: the kernel acknowledged without describing it", what()),
+        )
+    })
+}
+
 /// `setsockopt` with an `int` value; whether it succeeded.
 fn setsockopt_int(fd: BorrowedFd<'_>, level: c_int, option: c_int, value: c_int) -> bool {
     // SAFETY: the value is an int and the length is its size.

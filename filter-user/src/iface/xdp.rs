@@ -25,7 +25,7 @@ use aya_obj::generated::{
 };
 
 use super::netlink::{
-    LinkMessage, NLM_F_ACK, NetlinkRequest, RTEXT_FILTER_SKIP_STATS, Socket, attrs, context, u32_at,
+    LinkMessage, NLM_F_ACK, NetlinkRequest, Socket, attrs, context, get_link, u32_at,
 };
 use crate::datapath::sys::bpf;
 
@@ -123,31 +123,7 @@ impl XdpAttachment {
 ///
 /// `NotFound` if there is no such interface; otherwise whatever netlink reported.
 pub fn xdp_attachment(ifindex: u32) -> io::Result<Option<XdpAttachment>> {
-    let what = || format!("RTM_GETLINK for interface {ifindex}");
-    let mut request =
-        NetlinkRequest::new(libc::RTM_GETLINK, NLM_F_ACK, libc::AF_UNSPEC as u8, ifindex);
-    request.attr_u32(libc::IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-    let mut found = None;
-    let mut socket = Socket::open(0).map_err(|e| context(what(), e))?;
-    socket
-        .transact(request, |ty, payload| {
-            if ty != libc::RTM_NEWLINK {
-                return Ok(());
-            }
-            if let Some(link) = LinkMessage::parse(payload)
-                && link.ifindex == ifindex
-            {
-                found = Some(xdp_of(&link)?);
-            }
-            Ok(())
-        })
-        .map_err(|e| context(what(), e))?;
-    found.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: the kernel acknowledged without describing it", what()),
-        )
-    })
+    get_link(ifindex, xdp_of)
 }
 
 /// What the kernel says about a loaded BPF program.

@@ -5,8 +5,9 @@
 //! IPv4 options and fragments, IPv6 extension chains and fragments) and mutations of them
 //! (truncations, bogus lengths and versions, too many tags, long or overrunning extension
 //! chains, control protocols, unicast and broadcast destinations, random bytes), judged under
-//! a series of random policies on two interfaces, some groups switched to their other
-//! generation by mode changes.
+//! a series of random policies on two interfaces and a VLAN sub-interface, some groups
+//! switched to their other generation by mode changes, with random VLAN mappings (tagged
+//! frames carry a mapped VLAN id half the time).
 //!
 //! The seed comes from `MSFILTER_SEED` (decimal or 0x-hex) or the clock, and is printed at
 //! the start and in every failure: `MSFILTER_SEED=<seed> cargo test -p msfilter-testbed --test
@@ -29,9 +30,12 @@ use msfilter_common::{
     },
     maps::ipv4_mapped,
     unjoined::{DROP_IPV4, DROP_IPV6},
+    verdict::judging_interface,
 };
 use msfilter_testbed::{
-    model::{judge_model, load_datapath, policy_summary, try_judge_kernel, two_interfaces},
+    model::{
+        MapsPolicy, judge_model, load_datapath, policy_summary, try_judge_kernel, two_interfaces,
+    },
     packet::{Ext, Frame, Ipv4, Ipv6, Network, Upper, hex},
     rng::Rng,
 };
@@ -51,6 +55,11 @@ const MIN_PER_REASON_PER_100K: usize = 200;
 const MAX_FRAME: usize = 3400;
 /// Loopback: managed on no interface, so everything multicast on it is unmanaged.
 const LO: u32 = 1;
+/// A VLAN sub-interface's index: it has a policy of its own and is reached only through the
+/// VLAN map (no device needs to exist for that).
+const SUB: u32 = 4000;
+/// The VLAN ids the mappings use; tagged frames carry one of them half the time.
+const MAPPED_VIDS: [u16; 3] = [100, 200, 300];
 
 /// Groups and sources drawn from small pools, so that listed and unlisted sources both come
 /// up often; a few frames use addresses from outside the pools.
@@ -222,6 +231,24 @@ fn random_unjoined(rng: &mut Rng, dp: &mut Datapath, ifindexes: &[u32]) {
         },
     };
     dp.write_gate(gate).expect("writing the gate");
+}
+
+/// Map a random subset of VLANs to sub-interfaces: on `d0` and `d1` VLAN 100 to [`SUB`],
+/// 200 to the other veth end (an interface with a policy of its own), 300 to loopback
+/// (nothing managed there). Earlier mappings are removed first.
+fn random_vlans(rng: &mut Rng, dp: &mut Datapath, d0: u32, d1: u32) {
+    let old: Vec<_> = dp.vlans().keys().copied().collect();
+    for key in old {
+        dp.remove_vlan(key.ifindex, key.vid)
+            .expect("removing a VLAN mapping");
+    }
+    for (parent, other) in [(d0, d1), (d1, d0)] {
+        for (vid, sub) in MAPPED_VIDS.into_iter().zip([SUB, other, LO]) {
+            if rng.chance(0.7) {
+                dp.set_vlan(parent, vid, sub).expect("mapping a VLAN");
+            }
+        }
+    }
 }
 
 /// What kind of frame the generator made (for the mix statistics and failure messages).
@@ -628,7 +655,12 @@ impl Generator<'_> {
 
     fn maybe_tag(&mut self, mut frame: Frame) -> Frame {
         for _ in 0..self.rng.weighted(&[60, 25, 15]) {
-            frame = frame.vlan(self.tpid(), self.rng.range(0..4096));
+            let vid = if self.rng.chance(0.5) {
+                *self.rng.choose(&MAPPED_VIDS)
+            } else {
+                self.rng.range(0..4096)
+            };
+            frame = frame.vlan_tci(self.tpid(), vid | self.rng.range(0..16) << 12);
         }
         frame
     }
@@ -674,6 +706,10 @@ struct Tally {
     policies: Vec<String>,
     /// Groups found on generation 1 at the start of a round, summed over rounds.
     switched_groups: usize,
+    /// VLAN mappings in force at the start of a round, summed over rounds.
+    mapped_vlans: usize,
+    /// Frames the model judged on a VLAN sub-interface's entries.
+    judged_on_vlans: usize,
 }
 
 impl Tally {
@@ -725,8 +761,14 @@ fn kernel_and_model_agree_on_generated_frames() {
 
     ns.run(|| {
         for round in 0..POLICIES {
-            random_policy(&mut rng, &mut dp, &pools, &[d0, d1]);
-            tally.policies.push(policy_summary(dp.installed()));
+            random_policy(&mut rng, &mut dp, &pools, &[d0, d1, SUB]);
+            random_vlans(&mut rng, &mut dp, d0, d1);
+            tally.policies.push(format!(
+                "{}vlans: {:?}\n",
+                policy_summary(dp.installed()),
+                dp.vlans()
+            ));
+            tally.mapped_vlans += dp.vlans().len();
             tally.switched_groups += dp
                 .installed()
                 .values()
@@ -742,6 +784,11 @@ fn kernel_and_model_agree_on_generated_frames() {
                 let ifindex = [d0, d1, LO][rng.weighted(&[45, 45, 10])];
                 let model = judge_model(&dp, &frame, ifindex);
                 let kernel = try_judge_kernel(&dp, &frame, ifindex);
+                if judging_interface(&frame, ifindex, &MapsPolicy(dp.installed(), dp.vlans()))
+                    != ifindex
+                {
+                    tally.judged_on_vlans += 1;
+                }
                 *tally.by_kind.entry(kind).or_default() += 1;
                 *tally.by_reason.entry(model.1).or_default() += 1;
                 if kernel.as_ref() != Ok(&model) {
@@ -780,6 +827,17 @@ fn kernel_and_model_agree_on_generated_frames() {
         tally.switched_groups > 0,
         "no group switched generation; seed {seed}"
     );
+    // And tagged frames must reach mapped VLANs often.
+    eprintln!(
+        "  VLAN mappings per round {:.1}, frames judged on a sub-interface: {}",
+        tally.mapped_vlans as f64 / POLICIES as f64,
+        tally.judged_on_vlans
+    );
+    assert!(
+        tally.judged_on_vlans >= frames / 50,
+        "only {} of {frames} frames judged on a VLAN sub-interface; seed {seed}",
+        tally.judged_on_vlans
+    );
     let minimum = MIN_PER_REASON_PER_100K * frames / 100_000;
     for reason in Reason::ALL {
         let seen = tally.by_reason.get(&reason).copied().unwrap_or(0);
@@ -813,7 +871,8 @@ fn trace_reports_what_the_program_decided() {
     };
     let mut by_reason: BTreeMap<Reason, usize> = BTreeMap::new();
     ns.run(|| {
-        random_policy(&mut rng, &mut dp, &pools, &[d0, d1]);
+        random_policy(&mut rng, &mut dp, &pools, &[d0, d1, SUB]);
+        random_vlans(&mut rng, &mut dp, d0, d1);
         let mut trace = dp.trace(every).unwrap();
         for index in 0..TRACE_FRAMES {
             let (_, frame) = Generator {
@@ -836,7 +895,10 @@ fn trace_reports_what_the_program_decided() {
             let context = || format!("frame {index} ({event:?}): {}", hex(&frame));
             assert_eq!(event.reason(), Some(model.1), "{}", context());
             assert_eq!(event.verdict(), Some(model.0), "{}", context());
-            assert_eq!(event.ifindex, ifindex, "{}", context());
+            // The interface whose entries judged the frame: a mapped VLAN's sub-interface.
+            let judging =
+                judging_interface(&frame, ifindex, &MapsPolicy(dp.installed(), dp.vlans()));
+            assert_eq!(event.ifindex, judging, "{}", context());
             assert_eq!(event.len as usize, frame.len(), "{}", context());
             assert!(
                 trace.next_event().is_none(),
@@ -855,7 +917,7 @@ fn trace_reports_what_the_program_decided() {
             );
             assert_eq!(event.addressed == 1, judged, "{}", context());
             if judged {
-                let installed = dp.installed().get(&GroupKey::new(ifindex, event.group));
+                let installed = dp.installed().get(&GroupKey::new(judging, event.group));
                 let listed = installed.map(|g| g.sources.contains(&event.source));
                 let expected = match (installed.map(|g| g.state.mode()), listed) {
                     (None, _) => Reason::Unmanaged,

@@ -202,6 +202,48 @@ fn missing_interface_or_program_is_not_found() {
     assert!(e.to_string().contains("program 2147483647"), "{e}");
 }
 
+/// What the kernel describes for devices that are no VLANs is read as no VLAN: a veth (its
+/// link info names kind "veth" and IFLA_LINK its peer), loopback (no link info), and a
+/// macvlan where the kernel has the driver (kind "macvlan", IFLA_LINK its lower device). A
+/// missing interface is NotFound. Whether `ip link add ... type vlan` works here decides
+/// whether a real VLAN device is read too.
+#[test]
+fn vlan_link_reads_what_the_kernel_describes() {
+    use msfilter::iface::vlan::{VlanLink, vlan_link};
+
+    let (ns, a0, b0) = veth("nlvlan");
+    let macvlan = ns
+        .ip(&["link", "add", "link", "a0", "name", "m0", "type", "macvlan"])
+        .is_ok();
+    let vlan = ns
+        .ip(&[
+            "link", "add", "link", "a0", "name", "a0.100", "type", "vlan", "id", "100",
+        ])
+        .is_ok();
+    eprintln!("macvlan device: {macvlan}, 802.1Q device: {vlan}");
+    ns.run(|| {
+        assert_eq!(vlan_link(a0).unwrap(), None);
+        assert_eq!(vlan_link(b0).unwrap(), None);
+        assert_eq!(vlan_link(1).unwrap(), None, "loopback");
+        if macvlan {
+            let m0 = iface::resolve("m0").unwrap().index;
+            assert_eq!(vlan_link(m0).unwrap(), None, "macvlan");
+        }
+        if vlan {
+            let sub = iface::resolve("a0.100").unwrap().index;
+            assert_eq!(
+                vlan_link(sub).unwrap(),
+                Some(VlanLink {
+                    parent: a0,
+                    vid: 100
+                })
+            );
+        }
+        let e = vlan_link(4242).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    });
+}
+
 #[test]
 fn interfaces_lists_the_namespace() {
     let (ns, a0, b0) = veth("nlifs");

@@ -1127,6 +1127,42 @@ fn unjoined_groups_drop_only_behind_a_closed_gate() {
         check_on(&dp, d0, "managed group", &managed, Reason::NotExcluded);
         check_on(&dp, d0, "224.0.0.251", &mdns, Reason::Unmanaged);
         check_on(&dp, d0, "ff02::1:ff00:1", &solicited, Reason::Unmanaged);
+        // A VLAN tag nothing maps: another (sub-)interface's traffic, never d0's to drop.
+        let tagged = Frame::new(udp4(S4_OTHER, G4_UNMANAGED)).vlan(ETH_P_8021Q, 300);
+        check_on(
+            &dp,
+            d0,
+            "unmapped VLAN",
+            &tagged.to_bytes(),
+            Reason::Unmanaged,
+        );
+        let outer_ad = Frame::new(udp4(S4_OTHER, G4_UNMANAGED)).vlan(ETH_P_8021AD, 300);
+        check_on(
+            &dp,
+            d0,
+            "802.1ad tag",
+            &outer_ad.to_bytes(),
+            Reason::Unmanaged,
+        );
+        // A mapped VLAN: its sub-interface's bits decide, not the parent's.
+        const SUB: u32 = 4001;
+        dp.set_vlan(d1, 300, SUB).unwrap();
+        check_on(
+            &dp,
+            d1,
+            "mapped VLAN, no bits",
+            &tagged.to_bytes(),
+            Reason::Unmanaged,
+        );
+        dp.set_unjoined(SUB, DROP_IPV4).unwrap();
+        check_on(
+            &dp,
+            d1,
+            "mapped VLAN, IPv4 bit",
+            &tagged.to_bytes(),
+            Reason::Unjoined,
+        );
+        dp.set_unjoined(SUB, 0).unwrap();
 
         // An option in flight: the hooks counted one more than the daemon settled.
         dp.write_gate(Gate { begun: 8, ..closed }).unwrap();
@@ -1150,4 +1186,144 @@ fn unjoined_groups_drop_only_behind_a_closed_gate() {
         assert_eq!(dp.unjoined().unwrap(), [(d1, DROP_IPV6)].into());
         check_on(&dp, d0, "after clear_interface", &v4, Reason::Unmanaged);
     });
+}
+
+/// An 802.1Q sub-interface enforced on its parent: frames whose outer 802.1Q tag carries a
+/// VLAN the VLAN map holds for the ingress interface are judged (and counted) by the
+/// sub-interface's entries; untagged frames, other VLAN ids, an 802.1ad outer tag and the
+/// VLAN as inner tag by the parent's. The sub-interface needs no device here: the map holds
+/// its index as written.
+#[test]
+fn mapped_vlans_are_judged_by_their_sub_interface() {
+    const SUB: u32 = 4000;
+    let (ns, d0, d1) = two_interfaces("vvl");
+    let mut dp = load_datapath();
+    dp.set_filter(
+        d0,
+        ipv4_mapped(G4),
+        Some(GroupFilter::new(Mode::Exclude, [ipv4_mapped(S4)])),
+    )
+    .unwrap();
+    dp.set_filter(
+        SUB,
+        ipv4_mapped(G4),
+        Some(GroupFilter::new(Mode::Include, [ipv4_mapped(S4)])),
+    )
+    .unwrap();
+    dp.set_filter(SUB, G6, Some(GroupFilter::new(Mode::Include, [S6])))
+        .unwrap();
+    dp.set_vlan(d0, 100, SUB).unwrap();
+    let err = dp.set_vlan(d0, 4096, SUB).unwrap_err();
+    assert!(err.to_string().contains("VLAN id 4096"), "{err}");
+    assert_eq!(dp.vlans().len(), 1, "a refused mapping changes nothing");
+
+    let q = ETH_P_8021Q;
+    let ad = ETH_P_8021AD;
+    let v4 = |src| Frame::new(udp4(src, G4));
+    let v6 = |src| Frame::new(udp6(src, G6));
+    let cases: Vec<(&str, u32, Frame, Reason)> = vec![
+        ("untagged on the parent", d0, v4(S4), Reason::Excluded),
+        (
+            "VLAN 100, listed",
+            d0,
+            v4(S4).vlan(q, 100),
+            Reason::Included,
+        ),
+        (
+            "VLAN 100, unlisted",
+            d0,
+            v4(S4_OTHER).vlan(q, 100),
+            Reason::NotIncluded,
+        ),
+        (
+            "VLAN 100 with priority and DEI bits",
+            d0,
+            v4(S4).vlan_tci(q, 0xf000 | 100),
+            Reason::Included,
+        ),
+        (
+            "VLAN 101: unmapped",
+            d0,
+            v4(S4).vlan(q, 101),
+            Reason::Excluded,
+        ),
+        (
+            "802.1ad outer tag 100",
+            d0,
+            v4(S4).vlan(ad, 100),
+            Reason::Excluded,
+        ),
+        (
+            "QinQ, 802.1ad outer, 100 inner",
+            d0,
+            v4(S4).vlan(ad, 7).vlan(q, 100),
+            Reason::Excluded,
+        ),
+        (
+            "802.1Q 100 outer, 7 inner",
+            d0,
+            v4(S4_OTHER).vlan(q, 100).vlan(q, 7),
+            Reason::NotIncluded,
+        ),
+        (
+            "802.1Q 7 outer, 100 inner",
+            d0,
+            v4(S4).vlan(q, 7).vlan(q, 100),
+            Reason::Excluded,
+        ),
+        (
+            "VLAN 100 on another interface",
+            d1,
+            v4(S4).vlan(q, 100),
+            Reason::Unmanaged,
+        ),
+        ("IPv6, VLAN 100", d0, v6(S6).vlan(q, 100), Reason::Included),
+        ("IPv6 untagged", d0, v6(S6), Reason::Unmanaged),
+        (
+            "IGMP on VLAN 100",
+            d0,
+            Frame::new(Ipv4::new(S4, G4, Upper::igmp(IGMPV3_REPORT, G4))).vlan(q, 100),
+            Reason::Control,
+        ),
+    ];
+    ns.run(|| {
+        for (what, ifindex, frame, expected) in &cases {
+            check_on(&dp, *ifindex, what, &frame.to_bytes(), *expected);
+        }
+        // The sub-interface's group counted what it judged: listed S4 passed (twice on
+        // VLAN 100, once with priority bits), the unlisted source dropped twice.
+        let counters = dp.group_counters(SUB, ipv4_mapped(G4)).unwrap().unwrap();
+        assert_eq!((counters.passed.packets, counters.dropped.packets), (2, 2));
+        let parent = dp.group_counters(d0, ipv4_mapped(G4)).unwrap().unwrap();
+        assert_eq!((parent.passed.packets, parent.dropped.packets), (0, 5));
+
+        // Unmapped again: VLAN 100 is the parent's.
+        assert!(dp.remove_vlan(d0, 100).unwrap());
+        assert!(!dp.remove_vlan(d0, 100).unwrap());
+        let frame = v4(S4).vlan(q, 100).to_bytes();
+        check_on(
+            &dp,
+            d0,
+            "VLAN 100 after unmapping",
+            &frame,
+            Reason::Excluded,
+        );
+    });
+}
+
+/// What the verifier processed for the program, printed with `--nocapture` (the VLAN lookup
+/// is on the tagged path only). The kernel refuses programs beyond a million processed
+/// instructions; this one must stay far below.
+#[test]
+fn the_verifier_processes_far_fewer_instructions_than_its_limit() {
+    let dp = load_datapath();
+    let size = dp.program_size().unwrap();
+    eprintln!(
+        "program size: {:?} instructions verified, {:?} bytes translated, {} bytes JIT-compiled",
+        size.verified_instructions, size.translated_bytes, size.jited_bytes
+    );
+    let verified = size
+        .verified_instructions
+        .expect("the kernel reports the verified instruction count");
+    assert!(verified < 250_000, "{verified} instructions verified");
 }

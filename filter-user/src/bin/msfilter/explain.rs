@@ -22,7 +22,7 @@ use msfilter::{
     sockopt::{addr_of, ip_of},
 };
 use msfilter_common::{
-    Addr, GroupKey, GroupState, Mode, Reason, SourceKey, Verdict, unjoined,
+    Addr, GroupKey, GroupState, Mode, Reason, SourceKey, Verdict, VlanKey, unjoined,
     verdict::{Policy, verdict},
 };
 use serde::Serialize;
@@ -103,6 +103,12 @@ impl Policy for Enforced {
                 .get(&key.group)
                 .is_some_and(|(_, sources)| sources.contains(&key.source))
     }
+
+    /// The listed interface's own entries judge every frame: a capture on a VLAN
+    /// sub-interface holds its frames without their tag.
+    fn vlan(&self, _: &VlanKey) -> Option<u32> {
+        None
+    }
 }
 
 /// A policy that manages every group and remembers the last source key it was asked about:
@@ -119,6 +125,10 @@ impl Policy for Addresses {
     fn has_source(&self, key: &SourceKey) -> bool {
         self.0.set(Some(*key));
         false
+    }
+
+    fn vlan(&self, _: &VlanKey) -> Option<u32> {
+        None
     }
 }
 

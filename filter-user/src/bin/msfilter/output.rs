@@ -7,8 +7,8 @@ use std::{
 };
 
 use msfilter::daemon::protocol::{
-    AttachOutcome, Detached, FilterView, FollowedGroupView, GroupEntry, OwnerView, Reloaded,
-    StatsView,
+    AttachOutcome, CarrierView, Detached, FilterView, FollowedGroupView, GroupEntry, OwnerView,
+    Reloaded, StatsView,
 };
 use msfilter::policy::mode_name;
 use serde::Serialize;
@@ -88,10 +88,11 @@ impl Output {
         self.print(reply, |out| match reply {
             AttachOutcome::Attached(a) => writeln!(
                 out,
-                "{} {} (index {}) in {} mode: program {}, {} groups, {} sources{}",
+                "{} {} (index {}{}) in {} mode: program {}, {} groups, {} sources{}",
                 if a.adopted { "adopted" } else { "attached to" },
                 a.iface,
                 a.ifindex,
+                carried(a.carrier.as_ref()),
                 a.mode,
                 a.program_id,
                 a.groups,
@@ -153,6 +154,11 @@ impl Output {
     }
 }
 
+/// ", XDP on eth0, VLAN 100" for a VLAN sub-interface enforced on its parent.
+fn carried(carrier: Option<&CarrierView>) -> String {
+    carrier.map_or_else(String::new, |c| format!(", {c}"))
+}
+
 fn owner_lines(out: &mut impl io::Write, v: &OwnerView) -> io::Result<()> {
     let program = match (v.program_id, &v.program_name) {
         (Some(id), Some(name)) => format!("program {id} ({name})"),
@@ -163,10 +169,11 @@ fn owner_lines(out: &mut impl io::Write, v: &OwnerView) -> io::Result<()> {
     match v.owner.as_str() {
         "msfilter" => writeln!(
             out,
-            "{} (index {}): msfilter (daemon pid {}), {program}, {mode} mode, since {}{}{}{}; {} \
-             groups, {} sources",
+            "{} (index {}{}): msfilter (daemon pid {}), {program}, {mode} mode, since {}{}{}{}; \
+             {} groups, {} sources",
             v.iface,
             v.ifindex,
+            carried(v.carrier.as_ref()),
             v.pid.unwrap_or(0),
             v.since
                 .map_or_else(|| "?".into(), |s| format!("{s} (unix time)")),
@@ -193,6 +200,12 @@ fn owner_lines(out: &mut impl io::Write, v: &OwnerView) -> io::Result<()> {
             "{} (index {}): msfilter's {program}, {mode} mode, released with --keep (enforcing \
              the last policy: {} groups, {} sources)",
             v.iface, v.ifindex, v.groups, v.sources
+        ),
+        "msfilter-vlans" => writeln!(
+            out,
+            "{} (index {}): msfilter's {program}, {mode} mode, carrying owned VLAN \
+             sub-interfaces only (the interface itself is not owned)",
+            v.iface, v.ifindex
         ),
         "other" => writeln!(
             out,
@@ -359,8 +372,11 @@ fn stats_lines(out: &mut impl io::Write, stats: &StatsView) -> io::Result<()> {
     for a in &stats.attachments {
         writeln!(
             out,
-            "attached to {} (index {}) in {} mode",
-            a.iface, a.ifindex, a.mode
+            "attached to {} (index {}{}) in {} mode",
+            a.iface,
+            a.ifindex,
+            carried(a.carrier.as_ref()),
+            a.mode
         )?;
     }
     for u in &stats.unrestored {
@@ -400,4 +416,53 @@ fn stats_lines(out: &mut impl io::Write, stats: &StatsView) -> io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `owner` says which interface carries the program of a VLAN sub-interface.
+    #[test]
+    fn owner_of_a_vlan_sub_interface_names_the_carrier() {
+        let mut view = OwnerView {
+            iface: "eth0.100".into(),
+            ifindex: 5,
+            owner: "msfilter".into(),
+            program_id: Some(42),
+            program_name: Some("msfilter".into()),
+            mode: Some("driver".into()),
+            since: Some(1),
+            pid: Some(7),
+            adopted: false,
+            replaced: false,
+            groups: 1,
+            sources: 2,
+            followed: false,
+            drop_unjoined: None,
+            carrier: Some(CarrierView {
+                iface: "eth0".into(),
+                ifindex: 2,
+                vlan: 100,
+            }),
+        };
+        let mut out = Vec::new();
+        owner_lines(&mut out, &view).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "eth0.100 (index 5, XDP on eth0, VLAN 100): msfilter (daemon pid 7), program 42 \
+             (msfilter), driver mode, since 1 (unix time); 1 groups, 2 sources\n"
+        );
+        view.carrier = None;
+        let mut out = Vec::new();
+        owner_lines(&mut out, &view).unwrap();
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .starts_with("eth0.100 (index 5): msfilter")
+        );
+        // Older daemons send no carrier; newer ones leave it out for plain interfaces.
+        let json = serde_json::to_value(&view).unwrap();
+        assert!(json.get("carrier").is_none(), "{json}");
+    }
 }

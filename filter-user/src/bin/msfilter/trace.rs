@@ -146,7 +146,12 @@ pub(crate) fn run(args: &TraceArgs, json: bool) -> anyhow::Result<()> {
     }
     let pinned = datapath::pinned_interfaces(&args.pin_dir)
         .with_context(|| format!("reading the pin directory {}", args.pin_dir.display()))?;
-    if !pinned.contains(&interface.index) {
+    // A VLAN sub-interface is traced on its parent's program: its frames carry its index.
+    let carried = iface::vlan::vlan_link(interface.index)
+        .ok()
+        .flatten()
+        .is_some_and(|v| pinned.contains(&v.parent));
+    if !pinned.contains(&interface.index) && !carried {
         bail!(
             "msfilter's program does not run on {interface} (no link pinned in {}): attach it \
              first, or pass the daemon's --pin-dir",

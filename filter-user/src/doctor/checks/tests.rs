@@ -42,6 +42,7 @@ fn owner(iface: &str, owner: &str, mode: &str) -> OwnerView {
         replaced: false,
         followed: false,
         drop_unjoined: None,
+        carrier: None,
         groups: 1,
         sources: 2,
     }
