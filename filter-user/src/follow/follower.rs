@@ -631,18 +631,12 @@ impl Follower {
 
     /// Groups the kernel lists on followed interfaces.
     fn listed_groups(&mut self) -> Result<BTreeSet<GroupKey>, FollowError> {
-        Ok(self
-            .read_counts()?
-            .into_keys()
-            .filter(|k| self.options.interfaces.contains(&k.ifindex))
-            .collect())
-    }
-
-    fn read_counts(&mut self) -> Result<BTreeMap<GroupKey, u32>, FollowError> {
-        self.counts.read().map_err(|e| FollowError::Io {
-            what: "reading /proc/net/igmp and /proc/net/igmp6".into(),
-            source: e,
-        })
+        let interfaces = &self.options.interfaces;
+        Ok(
+            read_counts(&mut self.counts, |k| interfaces.contains(&k.ifindex))?
+                .into_keys()
+                .collect(),
+        )
     }
 
     /// Read `groups` of socket `id` (found in `pid`) and record what the kernel says. The
@@ -822,7 +816,8 @@ impl Follower {
             .flat_map(|k| self.sockets.holders(k).map(|r| r.id))
             .collect();
         let before = option_counts(&self.hooks, &members);
-        let users = self.read_counts()?;
+        // Only the judged groups' lines are parsed (the listings hold every group).
+        let users = read_counts(&mut self.counts, |k| keys.contains(k))?;
         let after = option_counts(&self.hooks, &members);
         let in_flight = self.in_flight();
 
@@ -877,6 +872,17 @@ impl Follower {
         }
         Ok(members.len())
     }
+}
+
+/// The kernel's counts of the groups `wanted` says yes to.
+fn read_counts(
+    counts: &mut MembershipCounts,
+    wanted: impl FnMut(&GroupKey) -> bool,
+) -> Result<BTreeMap<GroupKey, u32>, FollowError> {
+    counts.read_some(wanted).map_err(|e| FollowError::Io {
+        what: "reading /proc/net/igmp and /proc/net/igmp6".into(),
+        source: e,
+    })
 }
 
 /// The option counters (`SocketSeq::begun`) of these sockets, one map lookup each.
