@@ -72,15 +72,14 @@ impl Sockets {
     /// memberships: none is expected). Its memberships and `read_seq` must not be changed
     /// through it (see the type's documentation); the other facts may.
     pub fn upsert(&mut self, id: u64, new: impl FnOnce() -> SocketRecord) -> &mut SocketRecord {
-        let record = self.records.entry(id).or_insert_with(|| {
+        self.records.entry(id).or_insert_with(|| {
             let record = new();
             for key in record.memberships.keys() {
                 self.holders.entry(*key).or_default().insert(id);
                 self.touched.insert(*key);
             }
             record
-        });
-        record
+        })
     }
 
     /// Socket `id`'s filter for each of these groups, as just read (`None`: not a member).
