@@ -66,6 +66,11 @@ pub struct Latency {
     pub to_map: Percentiles,
     /// Events the hooks' ring buffer lost meanwhile (0 unless overrun).
     pub lost_events: u64,
+    /// What the follower judged during the changes (`FollowStats`): full rechecks, and the
+    /// groups judged and option counters read by the incremental rechecks in between.
+    pub full_rechecks: u64,
+    pub group_checks: u64,
+    pub seq_reads: u64,
 }
 
 /// Measure [`Latency`] over `changes` changes, with `others` further followed sockets (each
@@ -107,6 +112,7 @@ pub fn latency(bed: &Bed, changes: usize, others: usize) -> Latency {
     });
     dp.set_filters(follower.take_changes())
         .expect("writing the first filters");
+    let stats_before = follower.stats();
 
     let stop = Arc::new(AtomicBool::new(false));
     let (record_tx, record_rx) = mpsc::channel::<(bool, Instant)>();
@@ -169,12 +175,16 @@ pub fn latency(bed: &Bed, changes: usize, others: usize) -> Latency {
     stop.store(true, Ordering::Relaxed);
     let follower: Follower = watcher.join().expect("the follower thread");
     drop(background);
+    let stats = follower.stats();
     Latency {
         changes,
         others,
         to_follower: Percentiles::of(to_follower),
         to_map: Percentiles::of(to_map),
-        lost_events: follower.stats().hooks.lost,
+        lost_events: stats.hooks.lost,
+        full_rechecks: stats.full_rechecks - stats_before.full_rechecks,
+        group_checks: stats.group_checks - stats_before.group_checks,
+        seq_reads: stats.seq_reads - stats_before.seq_reads,
     }
 }
 

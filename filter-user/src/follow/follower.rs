@@ -19,7 +19,7 @@ use super::{
     hooks::{HookStats, Hooks},
     peek::{self, Found, Processes},
     procfs::{self, MembershipCounts, ThreadState},
-    table::{self, FollowedGroup, SocketRecord},
+    table::{self, FollowedGroup, SocketRecord, Sockets},
 };
 use crate::policy::GroupFilter;
 
@@ -113,6 +113,15 @@ pub struct FollowStats {
     pub reads: u64,
     pub scans: u64,
     pub unreachable: u64,
+    /// Rechecks of every group (each `recheck_interval`, after scans, lost events, an
+    /// interface unfollowed).
+    pub full_rechecks: u64,
+    /// Groups judged by the incremental rechecks in between (those a socket's option,
+    /// read or release touched, and those waiting out their promotion), and the option
+    /// counters those rechecks read (each member of those groups twice). Full rechecks
+    /// are not counted here.
+    pub group_checks: u64,
+    pub seq_reads: u64,
 }
 
 /// Follows every socket of one network namespace on the followed interfaces.
@@ -123,7 +132,7 @@ pub struct Follower {
     netns_cookie: u64,
     options: FollowOptions,
     own_pid: u32,
-    sockets: BTreeMap<u64, SocketRecord>,
+    sockets: Sockets,
     pending: BTreeMap<u64, Pending>,
     /// Processes that changed a socket the hooks could not name (or that was not found
     /// where expected): their sockets are looked at again.
@@ -138,8 +147,12 @@ pub struct Follower {
     rescan_at: Option<Instant>,
     groups: BTreeMap<GroupKey, FollowedGroup>,
     agreed_since: BTreeMap<GroupKey, Instant>,
+    /// Complete groups whose merge waits out `promote_delay` (judged again at every
+    /// `process` until it is enforced).
+    promoting: BTreeSet<GroupKey>,
     enforced: BTreeMap<GroupKey, GroupFilter>,
     changes: BTreeMap<GroupKey, Option<GroupFilter>>,
+    /// The last full recheck; `None`: one is due.
     last_check: Option<Instant>,
     stats: FollowStats,
     /// Interfaces where every group the kernel lists is kept open (drop-unjoined: what is
@@ -188,7 +201,7 @@ impl Follower {
             netns_cookie,
             options,
             own_pid: std::process::id(),
-            sockets: BTreeMap::new(),
+            sockets: Sockets::default(),
             pending: BTreeMap::new(),
             rescan_pids: BTreeSet::new(),
             unreachable: BTreeSet::new(),
@@ -196,6 +209,7 @@ impl Follower {
             rescan_at: Some(Instant::now() + grace),
             groups: BTreeMap::new(),
             agreed_since: BTreeMap::new(),
+            promoting: BTreeSet::new(),
             enforced: BTreeMap::new(),
             changes: BTreeMap::new(),
             last_check: None,
@@ -233,9 +247,7 @@ impl Follower {
     /// [`Follower::take_changes`] as `None`).
     pub fn unfollow(&mut self, ifindex: u32) {
         if self.options.interfaces.remove(&ifindex) {
-            for record in self.sockets.values_mut() {
-                record.memberships.retain(|k, _| k.ifindex != ifindex);
-            }
+            self.sockets.retain_memberships(|k| k.ifindex != ifindex);
             self.last_check = None;
         }
     }
@@ -265,14 +277,12 @@ impl Follower {
                 None => at = at.min(now + self.options.poll_interval),
             }
         }
-        for (key, since) in &self.agreed_since {
-            let due = *since + self.options.promote_delay;
-            let waiting = self
-                .groups
-                .get(key)
-                .is_some_and(|g| g.completeness.is_complete() && g.enforced != g.merged);
-            if waiting && due > now {
-                at = at.min(due);
+        for key in &self.promoting {
+            if let Some(since) = self.agreed_since.get(key) {
+                let due = *since + self.options.promote_delay;
+                if due > now {
+                    at = at.min(due);
+                }
             }
         }
         at
@@ -290,12 +300,13 @@ impl Follower {
     }
 
     /// Take the events, settle and read the sockets they name, rescan when events were
-    /// lost, and judge every group again. Cheap when nothing happened.
+    /// lost, and judge again the groups that changed: those the events, reads and releases
+    /// touched and those waiting out their promotion, or every group when a full recheck
+    /// is due. Cheap when nothing happened.
     pub fn process(&mut self) -> Result<(), FollowError> {
         // Read before the events: every option this count covers has its event out.
         let begun = self.hooks.gate_begun()?;
         let now = Instant::now();
-        let before = self.stats;
         self.check_hook_stats(now)?;
         self.drain();
         if self.rescan_at.is_some_and(|at| at <= now) {
@@ -305,17 +316,30 @@ impl Follower {
         self.resolve_calls();
         self.read_settled()?;
         self.rescan_processes()?;
-        let due = self
+        // An option whose group could not be decoded may have changed any group: while one
+        // is in flight, every group is counted again at each call.
+        let full = self
             .last_check
-            .is_none_or(|t| now >= t + self.options.recheck_interval);
-        let promoting = self
-            .groups
-            .values()
-            .any(|g| g.completeness.is_complete() && g.enforced != g.merged);
-        if due || promoting || self.stats != before || !self.pending.is_empty() {
-            self.recheck()?;
+            .is_none_or(|t| now >= t + self.options.recheck_interval)
+            || self.pending.values().any(|p| p.all_groups);
+        if full {
+            self.recheck_all()?;
+            self.prune_processes();
+        } else {
+            let mut keys = self.sockets.take_touched();
+            keys.extend(self.promoting.iter().copied());
+            if !keys.is_empty() {
+                self.stats.group_checks += keys.len() as u64;
+                let members = self.recheck(keys).inspect_err(|_| {
+                    // The touched groups are then judged by the next (full) recheck.
+                    self.last_check = None;
+                })?;
+                self.stats.seq_reads += 2 * members as u64;
+            }
         }
-        self.prune();
+        if self.pending.is_empty() {
+            self.tid_latest.clear();
+        }
         let quiet =
             self.pending.is_empty() && self.rescan_pids.is_empty() && self.rescan_at.is_none();
         self.settled_gate = quiet.then_some(begun);
@@ -353,12 +377,10 @@ impl Follower {
         self.enforced.get(key)
     }
 
-    /// Forget what no socket needs any more: threads' latest options (they only resolve
-    /// pending options) and processes no followed socket lives in (their descriptors).
-    fn prune(&mut self) {
-        if self.pending.is_empty() {
-            self.tid_latest.clear();
-        }
+    /// Forget processes no followed socket lives in (their descriptors). With every full
+    /// recheck: a process kept a little longer costs one descriptor, and a pid reused
+    /// meanwhile is noticed at the first look (`ESRCH`).
+    fn prune_processes(&mut self) {
         let mut live: BTreeSet<u32> = self.sockets.values().map(|r| r.pid).collect();
         live.extend(self.pending.values().filter_map(|p| p.pid_hint));
         live.extend(self.rescan_pids.iter().copied());
@@ -404,16 +426,13 @@ impl Follower {
         self.pending.is_empty()
             && self.rescan_pids.is_empty()
             && self.rescan_at.is_none()
-            && !self
-                .groups
-                .values()
-                .any(|g| g.completeness.is_complete() && g.enforced != g.merged)
+            && self.promoting.is_empty()
     }
 
     /// Whether the socket is known, read, and nothing is running on it.
     pub fn is_settled(&self, id: u64) -> bool {
         !self.pending.contains_key(&id)
-            && self.sockets.get(&id).is_some_and(|r| r.read_seq.is_some())
+            && self.sockets.get(id).is_some_and(|r| r.read_seq.is_some())
     }
 
     pub fn stats(&self) -> FollowStats {
@@ -438,9 +457,8 @@ impl Follower {
             let at = now + self.options.settle_cap;
             self.rescan_at = Some(self.rescan_at.map_or(at, |r| r.min(at)));
             // Until then nothing is trusted, and no reported count is the latest.
-            for record in self.sockets.values_mut() {
-                record.read_seq = None;
-            }
+            self.sockets.untrust_all();
+            self.last_check = None;
             for pending in self.pending.values_mut() {
                 pending.seen_seq = None;
             }
@@ -472,6 +490,16 @@ impl Follower {
             return;
         }
         self.unreachable.remove(&event.id);
+        // Its groups (those it holds, and the one the option names) are changing now.
+        self.sockets.set_read_seq(event.id, None);
+        self.sockets.touch_socket(event.id);
+        if let Target::Group { group, ifindex } = event.target() {
+            let mut named = BTreeSet::new();
+            self.expand(GroupKey::new(ifindex.unwrap_or(0), group), &mut named);
+            for key in named {
+                self.sockets.touch(key);
+            }
+        }
         let pending = self.pending.entry(event.id).or_default();
         pending.seen_seq = Some(pending.seen_seq.unwrap_or(0).max(event.seq));
         pending.pid_hint = Some(tgid);
@@ -494,15 +522,42 @@ impl Follower {
             }
             Target::AddressForm | Target::Unknown => pending.all_groups = true,
         }
-        if let Some(record) = self.sockets.get_mut(&event.id) {
-            record.read_seq = None;
-        }
     }
 
     fn released(&mut self, id: u64) {
-        self.sockets.remove(&id);
-        self.pending.remove(&id);
-        self.unreachable.remove(&id);
+        self.sockets.remove(id);
+        self.settled_pending(id);
+        if self.unreachable.remove(&id) {
+            // An unknown member left some group (which, the follower does not know): count
+            // every group again now rather than at the next interval.
+            self.last_check = None;
+        }
+    }
+
+    /// Socket `id` is not pending any more: the groups its options named are not in
+    /// flight (judged again).
+    fn settled_pending(&mut self, id: u64) {
+        if let Some(pending) = self.pending.remove(&id) {
+            let mut named = BTreeSet::new();
+            for key in pending.groups {
+                self.expand(key, &mut named);
+            }
+            for key in named {
+                self.sockets.touch(key);
+            }
+        }
+    }
+
+    /// Groups an option in flight named (on followed interfaces): those of every pending
+    /// socket, known or not.
+    fn in_flight(&self) -> BTreeSet<GroupKey> {
+        let mut named = BTreeSet::new();
+        for pending in self.pending.values() {
+            for key in &pending.groups {
+                self.expand(*key, &mut named);
+            }
+        }
+        named
     }
 
     /// Drop the calls known to have finished.
@@ -558,7 +613,7 @@ impl Follower {
             let Some(pending) = self.pending.get(&id).cloned() else {
                 continue;
             };
-            let known = self.sockets.get(&id).map(|r| (r.pid, r.fd));
+            let known = self.sockets.get(id).map(|r| (r.pid, r.fd));
             let mut found = None;
             let mut pids: Vec<u32> = known.map(|(p, _)| p).into_iter().collect();
             pids.extend(pending.pid_hint.filter(|h| !pids.contains(h)));
@@ -573,15 +628,15 @@ impl Follower {
                 // Passed to another process, or in a descriptor table this process does
                 // not see: an unknown member from now on.
                 log::debug!("follow: socket {id:#x} not found; treated as unknown");
-                self.sockets.remove(&id);
-                self.pending.remove(&id);
+                self.sockets.remove(id);
+                self.settled_pending(id);
                 self.unreachable.insert(id);
                 self.stats.unreachable += 1;
                 continue;
             };
             let mut groups: BTreeSet<GroupKey> = self
                 .sockets
-                .get(&id)
+                .get(id)
                 .map(|r| r.memberships.keys().copied().collect())
                 .unwrap_or_default();
             for key in &pending.groups {
@@ -592,7 +647,7 @@ impl Follower {
             }
             match self.read_into(id, pid, &found, &groups, pending.seen_seq) {
                 Read::Settled => {
-                    self.pending.remove(&id);
+                    self.settled_pending(id);
                 }
                 // An option began during the read, or events beyond it wait: its event
                 // (or theirs) brings it back.
@@ -602,7 +657,7 @@ impl Follower {
                     // options, or a group could not be read): its groups pass every source
                     // until its next option or scan.
                     log::warn!("follow: socket {id:#x} of pid {pid} cannot be trusted");
-                    self.pending.remove(&id);
+                    self.settled_pending(id);
                 }
             }
         }
@@ -625,18 +680,12 @@ impl Follower {
 
     /// Groups the kernel lists on followed interfaces.
     fn listed_groups(&mut self) -> Result<BTreeSet<GroupKey>, FollowError> {
-        Ok(self
-            .read_counts()?
-            .into_keys()
-            .filter(|k| self.options.interfaces.contains(&k.ifindex))
-            .collect())
-    }
-
-    fn read_counts(&mut self) -> Result<BTreeMap<GroupKey, u32>, FollowError> {
-        self.counts.read().map_err(|e| FollowError::Io {
-            what: "reading /proc/net/igmp and /proc/net/igmp6".into(),
-            source: e,
-        })
+        let interfaces = &self.options.interfaces;
+        Ok(
+            read_counts(&mut self.counts, |k| interfaces.contains(&k.ifindex))?
+                .into_keys()
+                .collect(),
+        )
     }
 
     /// Read `groups` of socket `id` (found in `pid`) and record what the kernel says. The
@@ -679,7 +728,7 @@ impl Follower {
             && before.is_some()
             && before == after
             && expect.is_none_or(|e| before == Some(e));
-        let record = self.sockets.entry(id).or_insert_with(|| SocketRecord {
+        let record = self.sockets.upsert(id, || SocketRecord {
             id,
             cookie: found.facts.cookie,
             pid,
@@ -696,17 +745,11 @@ impl Follower {
         record.fd = found.peeked.remote_fd;
         record.family = found.facts.family();
         record.cookie = found.facts.cookie;
-        for (key, filter) in read {
-            match filter {
-                Some(f) => {
-                    record.memberships.insert(key, f);
-                }
-                None => {
-                    record.memberships.remove(&key);
-                }
-            }
-        }
-        record.read_seq = if settled { before } else { None };
+        self.sockets.set_memberships(id, read);
+        self.sockets
+            .set_read_seq(id, if settled { before } else { None });
+        // Read: whether it is still pending changes its groups' trust either way.
+        self.sockets.touch_socket(id);
         if settled {
             Read::Settled
         } else if unreadable || before.is_none() {
@@ -736,14 +779,9 @@ impl Follower {
         }
         // Sockets no longer found anywhere: gone (their release may still be on its way)
         // or out of reach; either way not known members.
-        let gone: Vec<u64> = self
-            .sockets
-            .keys()
-            .filter(|id| !seen.contains(*id))
-            .copied()
-            .collect();
+        let gone: Vec<u64> = self.sockets.ids().filter(|id| !seen.contains(id)).collect();
         for id in gone {
-            self.sockets.remove(&id);
+            self.sockets.remove(id);
         }
         self.unreachable.retain(|id| !seen.contains(id));
         self.last_check = None;
@@ -774,7 +812,7 @@ impl Follower {
                 continue;
             }
             let mut groups = listed.clone();
-            if let Some(r) = self.sockets.get(&id) {
+            if let Some(r) = self.sockets.get(id) {
                 groups.extend(r.memberships.keys().copied());
             }
             // Options reported for it and not yet finished keep it pending; the read
@@ -782,7 +820,7 @@ impl Follower {
             let expect = self.pending.get(&id).and_then(|p| p.seen_seq);
             let read = self.read_into(id, pid, &f, &groups, expect);
             if read == Read::Settled && self.pending.get(&id).is_some_and(|p| p.calls.is_empty()) {
-                self.pending.remove(&id);
+                self.settled_pending(id);
             }
         }
     }
@@ -801,81 +839,131 @@ impl Follower {
         Ok(())
     }
 
-    /// Count every group again and judge it; collect what changed for XDP.
-    fn recheck(&mut self) -> Result<(), FollowError> {
+    /// Judge every group again (and forget those without a known member).
+    fn recheck_all(&mut self) -> Result<(), FollowError> {
+        self.stats.full_rechecks += 1;
+        let mut keys = self.sockets.take_touched();
+        keys.extend(self.sockets.groups());
+        keys.extend(self.groups.keys().copied());
+        keys.extend(self.enforced.keys().copied());
+        keys.extend(self.agreed_since.keys().copied());
         let now = Instant::now();
-        let members: Vec<u64> = self
-            .sockets
-            .values()
-            .filter(|r| !r.memberships.is_empty())
-            .map(|r| r.id)
-            .collect();
-        let before: HashMap<u64, Option<u64>> = members
-            .iter()
-            .map(|id| (*id, self.hooks.seq(*id).map(|s| s.begun)))
-            .collect();
-        let users = self.read_counts()?;
-        let after: HashMap<u64, Option<u64>> = members
-            .iter()
-            .map(|id| (*id, self.hooks.seq(*id).map(|s| s.begun)))
-            .collect();
+        // Interfaces that keep joined groups open: every group the kernel lists there is
+        // judged too, members known or not.
+        if !self.open_joined.is_empty() {
+            let open = &self.open_joined;
+            keys.extend(
+                read_counts(&mut self.counts, |k| open.contains(&k.ifindex))?
+                    .into_keys()
+                    .filter(|k| !is_link_scope(&k.group)),
+            );
+        }
+        self.recheck(keys)?;
         self.last_check = Some(now);
+        Ok(())
+    }
 
-        let mut by_group: BTreeMap<GroupKey, Vec<(&SocketRecord, bool)>> = BTreeMap::new();
-        for record in self.sockets.values() {
-            let trusted = record.read_seq.is_some()
-                && !self.pending.contains_key(&record.id)
-                && before.get(&record.id).copied().flatten() == record.read_seq
-                && after.get(&record.id).copied().flatten() == record.read_seq;
-            for key in record.memberships.keys() {
-                if self.options.interfaces.contains(&key.ifindex) {
-                    by_group.entry(*key).or_default().push((record, trusted));
+    /// Count the groups `keys` again and judge them; collect what changed for XDP. Every
+    /// member of a judged group has its option counter read before and after the kernel's
+    /// count, so `trusted` holds for every group judged here. Returns how many members
+    /// that was.
+    fn recheck(&mut self, keys: BTreeSet<GroupKey>) -> Result<usize, FollowError> {
+        let now = Instant::now();
+        let members: BTreeSet<u64> = keys
+            .iter()
+            .filter(|k| self.options.interfaces.contains(&k.ifindex))
+            .flat_map(|k| self.sockets.holders(k).map(|r| r.id))
+            .collect();
+        let before = option_counts(&self.hooks, &members);
+        // Only the judged groups' lines are parsed (the listings hold every group).
+        let users = read_counts(&mut self.counts, |k| keys.contains(k))?;
+        let after = option_counts(&self.hooks, &members);
+        let in_flight = self.in_flight();
+
+        for key in keys {
+            let followed = self.options.interfaces.contains(&key.ifindex);
+            let members: Vec<(&SocketRecord, bool)> = if followed {
+                self.sockets
+                    .holders(&key)
+                    .map(|record| {
+                        let trusted = record.read_seq.is_some()
+                            && !self.pending.contains_key(&record.id)
+                            && before.get(&record.id).copied().flatten() == record.read_seq
+                            && after.get(&record.id).copied().flatten() == record.read_seq;
+                        (record, trusted)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let count = users.get(&key).copied().unwrap_or(0);
+            let agrees =
+                !members.is_empty() && usize::try_from(count).is_ok_and(|c| c == members.len());
+            let since = agrees.then(|| self.agreed_since.get(&key).copied().unwrap_or(now));
+            let promote_delay = self.options.promote_delay;
+            let changing = in_flight.contains(&key);
+            match table::assess(key, &members, changing, count, since, now, promote_delay) {
+                Some(group) => {
+                    match since {
+                        Some(since) => self.agreed_since.insert(key, since),
+                        None => self.agreed_since.remove(&key),
+                    };
+                    if group.completeness.is_complete() && group.enforced != group.merged {
+                        self.promoting.insert(key);
+                    } else {
+                        self.promoting.remove(&key);
+                    }
+                    if self.enforced.get(&key) != Some(&group.enforced) {
+                        self.changes.insert(key, Some(group.enforced.clone()));
+                        self.enforced.insert(key, group.enforced.clone());
+                    }
+                    self.groups.insert(key, group);
+                }
+                // No known member, but the kernel lists the group on an interface that keeps
+                // joined groups open: every source passes.
+                None if count > 0
+                    && self.open_joined.contains(&key.ifindex)
+                    && !is_link_scope(&key.group) =>
+                {
+                    self.groups.remove(&key);
+                    self.agreed_since.remove(&key);
+                    self.promoting.remove(&key);
+                    let open = table::pass_all();
+                    if self.enforced.get(&key) != Some(&open) {
+                        self.changes.insert(key, Some(open.clone()));
+                        self.enforced.insert(key, open);
+                    }
+                }
+                None => {
+                    self.groups.remove(&key);
+                    self.agreed_since.remove(&key);
+                    self.promoting.remove(&key);
+                    if self.enforced.remove(&key).is_some() {
+                        self.changes.insert(key, None);
+                    }
                 }
             }
         }
-        let mut groups = BTreeMap::new();
-        let mut agreed_since = BTreeMap::new();
-        for (key, members) in &by_group {
-            let count = users.get(key).copied().unwrap_or(0);
-            let agrees = usize::try_from(count).is_ok_and(|c| c == members.len());
-            if agrees {
-                let since = self.agreed_since.get(key).copied().unwrap_or(now);
-                agreed_since.insert(*key, since);
-            }
-            let since = agreed_since.get(key).copied();
-            if let Some(group) =
-                table::assess(*key, members, count, since, now, self.options.promote_delay)
-            {
-                groups.insert(*key, group);
-            }
-        }
-        let mut enforced: BTreeMap<GroupKey, GroupFilter> = groups
-            .iter()
-            .map(|(k, g)| (*k, g.enforced.clone()))
-            .collect();
-        for key in users.keys() {
-            if self.open_joined.contains(&key.ifindex)
-                && !enforced.contains_key(key)
-                && !is_link_scope(&key.group)
-            {
-                enforced.insert(*key, table::pass_all());
-            }
-        }
-        for (key, filter) in &enforced {
-            if self.enforced.get(key) != Some(filter) {
-                self.changes.insert(*key, Some(filter.clone()));
-            }
-        }
-        for key in self.enforced.keys() {
-            if !enforced.contains_key(key) {
-                self.changes.insert(*key, None);
-            }
-        }
-        self.groups = groups;
-        self.agreed_since = agreed_since;
-        self.enforced = enforced;
-        Ok(())
+        Ok(members.len())
     }
+}
+
+/// The kernel's counts of the groups `wanted` says yes to.
+fn read_counts(
+    counts: &mut MembershipCounts,
+    wanted: impl FnMut(&GroupKey) -> bool,
+) -> Result<BTreeMap<GroupKey, u32>, FollowError> {
+    counts.read_some(wanted).map_err(|e| FollowError::Io {
+        what: "reading /proc/net/igmp and /proc/net/igmp6".into(),
+        source: e,
+    })
+}
+
+/// The option counters (`SocketSeq::begun`) of these sockets, one map lookup each.
+fn option_counts(hooks: &Hooks, ids: &BTreeSet<u64>) -> HashMap<u64, Option<u64>> {
+    ids.iter()
+        .map(|id| (*id, hooks.seq(*id).map(|s| s.begun)))
+        .collect()
 }
 
 /// Whether a socket is a member of any of `groups`.

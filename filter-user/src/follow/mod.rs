@@ -48,17 +48,19 @@
 //! ## Knowing every member: the kernel's count as safety net
 //!
 //! `/proc/net/igmp(6)` counts memberships per (interface, group) (`Users`: one per member
-//! socket plus the kernel's own joins). Each check reads every member's option count, the
-//! kernel's counts, and the option counts again. A group's merge is enforced only if every
-//! known member was read settled and its count did not move around the kernel's count, and
-//! the kernel counts exactly as many memberships as there are known members; and, after the
-//! two disagreed or for a new group, only once they have agreed for
-//! [`FollowOptions::promote_delay`] (the release hook of an IPv6 socket runs just after the
-//! kernel dropped its IPv6 memberships; the delay covers that gap). Otherwise the group
-//! passes every source (EXCLUDE {}). So a membership the follower does not know —
-//! kernel-internal (a VXLAN device's group), a socket not found yet, one in a descriptor
-//! table it cannot see — can only make XDP drop less, never a source someone wants. Groups
-//! without a known member are left alone (not managed).
+//! socket plus the kernel's own joins). Each check of a set of groups reads the option
+//! count of every member of those groups, the kernel's counts, and those option counts
+//! again: after events only the groups they touched (and those waiting out the promotion
+//! delay), every group each [`FollowOptions::recheck_interval`] and after scans and lost
+//! events. A group's merge is enforced only if every known member was read settled and its
+//! count did not move around the kernel's count, and the kernel counts exactly as many
+//! memberships as there are known members; and, after the two disagreed or for a new group,
+//! only once they have agreed for [`FollowOptions::promote_delay`] (the release hook of an
+//! IPv6 socket runs just after the kernel dropped its IPv6 memberships; the delay covers
+//! that gap). Otherwise the group passes every source (EXCLUDE {}). So a membership the
+//! follower does not know — kernel-internal (a VXLAN device's group), a socket not found
+//! yet, one in a descriptor table it cannot see — can only make XDP drop less, never a
+//! source someone wants. Groups without a known member are left alone (not managed).
 //!
 //! ## Lost events, start-up, restarts
 //!

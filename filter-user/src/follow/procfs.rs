@@ -21,11 +21,13 @@ use crate::{iface::groups, sockopt::addr_of};
 
 /// `/proc/net/igmp` and `/proc/net/igmp6` of one network namespace, opened once (a
 /// `/proc/net` file shows the namespace of the thread that opened it, whoever reads it
-/// later) and read again from the start each time.
+/// later) and read again from the start each time, into a buffer kept from the last read
+/// (so that the kernel can fill it in one or two reads).
 #[derive(Debug)]
 pub struct MembershipCounts {
     igmp: File,
     igmp6: Option<File>,
+    text: String,
 }
 
 impl MembershipCounts {
@@ -38,27 +40,47 @@ impl MembershipCounts {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        Ok(Self { igmp, igmp6 })
+        Ok(Self {
+            igmp,
+            igmp6,
+            text: String::new(),
+        })
     }
 
     /// The kernel's membership count of every (interface, group), both families.
     pub fn read(&mut self) -> io::Result<BTreeMap<GroupKey, u32>> {
-        let mut joined = groups::parse_igmp(&read_from_start(&mut self.igmp)?)?;
+        self.read_some(|_| true)
+    }
+
+    /// The kernel's membership counts of the (interface, group)s `wanted` says yes to (the
+    /// listings are read whole; only those lines are parsed further).
+    pub fn read_some(
+        &mut self,
+        mut wanted: impl FnMut(&GroupKey) -> bool,
+    ) -> io::Result<BTreeMap<GroupKey, u32>> {
+        let mut counts = BTreeMap::new();
+        let mut keep = |line: groups::GroupLine<'_>| -> io::Result<()> {
+            let key = GroupKey::new(line.ifindex, addr_of(line.group));
+            if wanted(&key) {
+                counts.insert(key, line.users()?);
+            }
+            Ok(())
+        };
+        read_from_start(&mut self.igmp, &mut self.text)?;
+        groups::walk_igmp(&self.text, |_, _| {}, &mut keep)?;
         if let Some(f) = &mut self.igmp6 {
-            joined.extend(groups::parse_igmp6(&read_from_start(f)?)?);
+            read_from_start(f, &mut self.text)?;
+            groups::walk_igmp6(&self.text, &mut keep)?;
         }
-        Ok(joined
-            .into_iter()
-            .map(|g| (GroupKey::new(g.ifindex, addr_of(g.group)), g.users))
-            .collect())
+        Ok(counts)
     }
 }
 
-fn read_from_start(f: &mut File) -> io::Result<String> {
+fn read_from_start(f: &mut File, text: &mut String) -> io::Result<()> {
     f.seek(SeekFrom::Start(0))?;
-    let mut text = String::new();
-    f.read_to_string(&mut text)?;
-    Ok(text)
+    text.clear();
+    f.read_to_string(text)?;
+    Ok(())
 }
 
 /// Every process id in `/proc`.

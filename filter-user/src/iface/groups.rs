@@ -54,13 +54,62 @@ pub fn parse_igmp(text: &str) -> io::Result<Vec<JoinedGroup>> {
     parse_igmp_listing(text).map(|listing| listing.groups)
 }
 
+/// One group line of `/proc/net/igmp` or `/proc/net/igmp6`: its interface and group
+/// decoded, its count not yet (a reader after a few groups skips the others cheaply).
+#[derive(Clone, Copy, Debug)]
+pub struct GroupLine<'a> {
+    pub ifindex: u32,
+    pub device: &'a str,
+    pub group: IpAddr,
+    users: &'a str,
+    line: &'a str,
+}
+
+impl GroupLine<'_> {
+    /// The kernel's membership count of the group on the interface (`Users`).
+    pub fn users(&self) -> io::Result<u32> {
+        self.users.parse().map_err(|_| bad(self.line))
+    }
+
+    fn joined(&self) -> io::Result<JoinedGroup> {
+        Ok(JoinedGroup {
+            ifindex: self.ifindex,
+            device: self.device.to_string(),
+            group: self.group,
+            users: self.users()?,
+        })
+    }
+}
+
 /// `/proc/net/igmp`: a header, then an interface line (`Idx Device : Count Querier`, the
 /// name padded to ten characters before the colon, or not at all when longer), then one
 /// indented line per group (`Group Users Timer Reporter`). The group is the `__be32` printed
 /// as a native integer in hex.
 pub fn parse_igmp_listing(text: &str) -> io::Result<IgmpListing> {
     let mut out = IgmpListing::default();
-    let mut interface: Option<(u32, String)> = None;
+    let mut groups = Vec::new();
+    walk_igmp(
+        text,
+        |device, querier| {
+            out.versions.insert(device.to_string(), querier.to_string());
+        },
+        |line| {
+            groups.push(line.joined()?);
+            Ok(())
+        },
+    )?;
+    out.groups = groups;
+    Ok(out)
+}
+
+/// Walk `/proc/net/igmp` (see [`parse_igmp_listing`]): `interface(device, querier)` for
+/// each interface line, `group` for each group line.
+pub fn walk_igmp<'a>(
+    text: &'a str,
+    mut interface: impl FnMut(&'a str, &'a str),
+    mut group: impl FnMut(GroupLine<'a>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut current: Option<(u32, &str)> = None;
     for line in text.lines().skip(1) {
         if !line.starts_with(char::is_whitespace) {
             // Interface names cannot hold a colon; the count and querier follow it.
@@ -72,45 +121,63 @@ pub fn parse_igmp_listing(text: &str) -> io::Result<IgmpListing> {
             ) else {
                 return Err(bad(line));
             };
-            out.versions.insert(device.to_string(), querier.to_string());
-            interface = Some((index.parse().map_err(|_| bad(line))?, device.to_string()));
+            interface(device, querier);
+            current = Some((index.parse().map_err(|_| bad(line))?, device));
             continue;
         }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some((ifindex, device)), Some(group), Some(users)) =
-            (&interface, fields.first(), fields.get(1))
+        let mut fields = line.split_whitespace();
+        let (Some((ifindex, device)), Some(hex), Some(users)) =
+            (current, fields.next(), fields.next())
         else {
             return Err(bad(line));
         };
-        let raw = u32::from_str_radix(group, 16).map_err(|_| bad(line))?;
-        out.groups.push(JoinedGroup {
-            ifindex: *ifindex,
-            device: device.clone(),
+        let raw = u32::from_str_radix(hex, 16).map_err(|_| bad(line))?;
+        group(GroupLine {
+            ifindex,
+            device,
             group: IpAddr::V4(Ipv4Addr::from(raw.to_ne_bytes())),
-            users: users.parse().map_err(|_| bad(line))?,
-        });
+            users,
+            line,
+        })?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `/proc/net/igmp6`: one line per group: `ifindex device group(32 hex) users flags timer`.
 pub fn parse_igmp6(text: &str) -> io::Result<Vec<JoinedGroup>> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 4 || f[2].len() != 32 {
-                return Err(bad(line));
-            }
-            let group = u128::from_str_radix(f[2], 16).map_err(|_| bad(line))?;
-            Ok(JoinedGroup {
-                ifindex: f[0].parse().map_err(|_| bad(line))?,
-                device: f[1].to_string(),
-                group: IpAddr::V6(Ipv6Addr::from(group)),
-                users: f[3].parse().map_err(|_| bad(line))?,
-            })
-        })
-        .collect()
+    let mut groups = Vec::new();
+    walk_igmp6(text, |line| {
+        groups.push(line.joined()?);
+        Ok(())
+    })?;
+    Ok(groups)
+}
+
+/// Walk `/proc/net/igmp6` (see [`parse_igmp6`]): `group` for each line.
+pub fn walk_igmp6<'a>(
+    text: &'a str,
+    mut group: impl FnMut(GroupLine<'a>) -> io::Result<()>,
+) -> io::Result<()> {
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split_whitespace();
+        let (Some(index), Some(device), Some(hex), Some(users)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(bad(line));
+        };
+        if hex.len() != 32 {
+            return Err(bad(line));
+        }
+        let raw = u128::from_str_radix(hex, 16).map_err(|_| bad(line))?;
+        group(GroupLine {
+            ifindex: index.parse().map_err(|_| bad(line))?,
+            device,
+            group: IpAddr::V6(Ipv6Addr::from(raw)),
+            users,
+            line,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -147,6 +214,35 @@ mod tests {
             ])
         );
         assert_eq!(parse_igmp_listing("").unwrap(), IgmpListing::default());
+    }
+
+    #[test]
+    fn a_walk_decodes_each_line_and_parses_counts_only_when_asked() {
+        let mut seen = Vec::new();
+        let mut interfaces = Vec::new();
+        walk_igmp(
+            IGMP,
+            |device, querier| interfaces.push((device, querier)),
+            |line| {
+                seen.push((line.ifindex, line.device, line.group));
+                Ok(())
+            },
+        )
+        .unwrap();
+        let parsed = parse_igmp(IGMP).unwrap();
+        assert_eq!(
+            seen,
+            parsed
+                .iter()
+                .map(|g| (g.ifindex, g.device.as_str(), g.group))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(interfaces[1], ("va", "V2"));
+        // A count that is not a number is an error only for a caller that reads it.
+        let text = "3    va              ff3e0000000000000000000080000001     x 00000004 0\n";
+        assert!(walk_igmp6(text, |_| Ok(())).is_ok());
+        assert!(walk_igmp6(text, |line| line.users().map(drop)).is_err());
+        assert!(parse_igmp6(text).is_err());
     }
 
     #[test]
