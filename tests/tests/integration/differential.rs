@@ -910,6 +910,7 @@ fn trace_reports_what_the_program_decided() {
             let judged = matches!(
                 model.1,
                 Reason::Unmanaged
+                    | Reason::Unjoined
                     | Reason::NotExcluded
                     | Reason::Included
                     | Reason::Excluded
@@ -920,6 +921,9 @@ fn trace_reports_what_the_program_decided() {
                 let installed = dp.installed().get(&GroupKey::new(judging, event.group));
                 let listed = installed.map(|g| g.sources.contains(&event.source));
                 let expected = match (installed.map(|g| g.state.mode()), listed) {
+                    // No entry: unmanaged, or dropped as unjoined (when: the verdict and
+                    // differential tests).
+                    (None, _) if model.1 == Reason::Unjoined => Reason::Unjoined,
                     (None, _) => Reason::Unmanaged,
                     (Some(Mode::Exclude), Some(true)) => Reason::Excluded,
                     (Some(Mode::Exclude), _) => Reason::NotExcluded,
