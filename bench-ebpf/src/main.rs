@@ -4,8 +4,8 @@
 //! * `bench_pass`: XDP_PASS and a count, in front of the stack-based alternatives;
 //! * `bench_tx`: XDP_TX, the generator that sends live test frames out of a veth;
 //! * `bench_lookup` / `bench_lookup6`: the bare cost of one hash lookup with msfilter's source
-//!   key (same width, same map type and flags), built from an IPv4 / IPv6 frame's fixed
-//!   offsets;
+//!   key (same width — 12 bytes for IPv4, 40 for IPv6 — same map type and flags), built from an
+//!   IPv4 / IPv6 frame's fixed offsets;
 //! * `bench_lookup_group` / `bench_lookup_u32`: the same lookup with msfilter's 20-byte group
 //!   key and with a 4-byte key, so the cost of the key width (jhash over it and the key
 //!   compare) shows as a difference.
@@ -18,15 +18,20 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use msfilter_common::{Counter, GroupKey, SourceKey, maps::ipv4_mapped};
+use msfilter_common::{Counter, GroupKey, SourceKey, SourceKey4, maps::ipv4_mapped};
 
 /// Frames each program saw (index 0).
 #[map]
 static BENCH_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Sized at load time to the benchmark's pair count.
+/// Sized at load time to the benchmark's pair count: IPv6 source keys.
 #[map]
 static BENCH_LOOKUP: HashMap<SourceKey, Counter> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+
+/// The same for IPv4 source keys (msfilter's 12-byte `SourceKey4`).
+#[map]
+static BENCH_LOOKUP4: HashMap<SourceKey4, Counter> =
+    HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
 /// The 20-byte key: msfilter's group key.
 #[map]
@@ -137,13 +142,12 @@ fn ipv4_addresses(ctx: &XdpContext) -> Option<([u8; 4], [u8; 4])> {
 #[inline(always)]
 fn try_lookup(ctx: &XdpContext) -> Option<bool> {
     let (src, dst) = ipv4_addresses(ctx)?;
-    let key = SourceKey::new(
-        ctx.ingress_ifindex() as u32,
-        0,
-        ipv4_mapped(dst),
-        ipv4_mapped(src),
-    );
-    Some(found(BENCH_LOOKUP.get_ptr(key).is_some()))
+    let key = SourceKey4 {
+        ifindex_generation: ctx.ingress_ifindex() as u32,
+        group: dst,
+        source: src,
+    };
+    Some(found(BENCH_LOOKUP4.get_ptr(key).is_some()))
 }
 
 /// Ethernet + IPv6: source at 22, destination at 38.

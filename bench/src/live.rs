@@ -3,7 +3,8 @@
 //! that CPU. Variants on the receiving end, run interleaved round after round:
 //!
 //! * the floor: an XDP_DROP program;
-//! * a bare lookup: one hash lookup of msfilter's 40-byte source key, then XDP_DROP;
+//! * a bare lookup: one hash lookup of msfilter's source key (12 bytes for IPv4, 40 for
+//!   IPv6), then XDP_DROP;
 //! * msfilter dropping an EXCLUDE-listed source, and an INCLUDE-unlisted one;
 //! * XDP_PASS, then nftables dropping in the netdev ingress hook with a `daddr . saddr` set;
 //! * XDP_PASS, then the kernel's own filtering for sockets that joined and blocked sources;
@@ -49,7 +50,7 @@ use crate::{
 pub enum Variant {
     #[serde(rename = "XDP_DROP floor")]
     Floor,
-    #[serde(rename = "bare lookup (40-byte key) + XDP_DROP")]
+    #[serde(rename = "bare lookup (msfilter's source key) + XDP_DROP")]
     Bare,
     #[serde(rename = "msfilter, EXCLUDE-listed source")]
     Msfilter,
@@ -77,7 +78,7 @@ impl Variant {
     pub const fn name(self) -> &'static str {
         match self {
             Self::Floor => "XDP_DROP floor",
-            Self::Bare => "bare lookup (40-byte key) + XDP_DROP",
+            Self::Bare => "bare lookup (msfilter's source key) + XDP_DROP",
             Self::Msfilter => "msfilter, EXCLUDE-listed source",
             Self::MsfilterInclude => "msfilter, INCLUDE-unlisted source",
             Self::Nftables => "XDP_PASS + nftables ingress set",

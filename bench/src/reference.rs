@@ -1,6 +1,6 @@
 //! The reference programs (`bench-ebpf`): the XDP_DROP floor, XDP_PASS, the XDP_TX
-//! generator, and the bare hash lookups (msfilter's 40-byte source key over IPv4 and IPv6
-//! frames, its 20-byte group key, a 4-byte key); and running programs through
+//! generator, and the bare hash lookups (msfilter's source key over IPv4 and IPv6 frames —
+//! 12 and 40 bytes —, its 20-byte group key, a 4-byte key); and running programs through
 //! BPF_PROG_TEST_RUN.
 
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use aya::{
     maps::{HashMap, PerCpuArray},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use msfilter_common::{Counter, GroupKey, SourceKey};
+use msfilter_common::{Counter, GroupKey, SourceKey, SourceKey4};
 
 /// The object built from `bench-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-xdp"));
@@ -37,6 +37,7 @@ impl Reference {
         }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("BENCH_LOOKUP", lookup_entries.max(1))
+            .map_max_entries("BENCH_LOOKUP4", lookup_entries.max(1))
             .load(OBJECT)
             .context("loading the reference programs")?;
         for name in [DROP, PASS, TX, LOOKUP, LOOKUP6, LOOKUP_GROUP, LOOKUP_U32] {
@@ -54,11 +55,22 @@ impl Reference {
             .with_context(|| format!("no XDP program {name}"))
     }
 
-    /// Put `keys` into the lookup map.
+    /// Put `keys` into the lookup map of their shape (IPv4 keys as msfilter stores them,
+    /// 12 bytes).
     pub fn fill_lookup(&mut self, keys: &[SourceKey]) -> Result<()> {
+        {
+            let mut map: HashMap<_, SourceKey4, Counter> = HashMap::try_from(
+                self.ebpf
+                    .map_mut("BENCH_LOOKUP4")
+                    .context("no IPv4 lookup map")?,
+            )?;
+            for key in keys.iter().filter_map(SourceKey4::of) {
+                map.insert(key, Counter::ZERO, 0)?;
+            }
+        }
         let mut map: HashMap<_, SourceKey, Counter> =
             HashMap::try_from(self.ebpf.map_mut("BENCH_LOOKUP").context("no lookup map")?)?;
-        for key in keys {
+        for key in keys.iter().filter(|k| SourceKey4::of(k).is_none()) {
             map.insert(key, Counter::ZERO, 0)?;
         }
         Ok(())

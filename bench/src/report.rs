@@ -336,9 +336,13 @@ pub fn breakdown(r: &Report) -> Vec<String> {
         if let Some(b) = live(rows, shape, Profile::Plain, Variant::Bare, 0) {
             let _ = write!(
                 s,
-                " The bare lookup program (one lookup of the same 40-byte key) costs {:.0} ns \
+                " The bare lookup program (one lookup of the same {}-byte key) costs {:.0} ns \
                  above the floor{}; two lookups at that cost make {:.0} ns, {:.0}% of \
                  msfilter's {above:.0} ns.",
+                match shape {
+                    Shape::Ipv4 | Shape::Ipv4Vlan => size_of::<msfilter_common::SourceKey4>(),
+                    Shape::Ipv6 => size_of::<msfilter_common::SourceKey>(),
+                },
                 b.above_floor,
                 match (b.instructions, b.cycles, f.instructions, f.cycles) {
                     (Some(bi), Some(bc), Some(fi), Some(fc)) => format!(
@@ -399,23 +403,28 @@ pub fn breakdown(r: &Report) -> Vec<String> {
         out.push(s);
     }
     let c = &r.program_cost;
-    if let (Some(f), Some(k4), Some(k20), Some(k40)) = (
+    if let (Some(f), Some(k4), Some(k12), Some(k20), Some(f6), Some(k40)) = (
         cost(c, Shape::Ipv4, 0, FLOOR),
         cost(c, Shape::Ipv4, 0, KEY4),
-        cost(c, Shape::Ipv4, 0, KEY20),
         cost(c, Shape::Ipv4, 0, BARE),
+        cost(c, Shape::Ipv4, 0, KEY20),
+        cost(c, Shape::Ipv6, 0, FLOOR),
+        cost(c, Shape::Ipv6, 0, BARE),
     ) {
         out.push(format!(
             "Key width (BPF_PROG_TEST_RUN, one cached key, same map type): a lookup costs \
-             {:.1} ns above the floor with a 4-byte key, {:.1} ns with msfilter's 20-byte \
-             group key and {:.1} ns with its 40-byte source key; hashing (jhash) and comparing \
-             the wider keys adds {:.1} ns (20 bytes) and {:.1} ns (40 bytes) over the 4-byte \
-             key.",
+             {:.1} ns above the floor with a 4-byte key, {:.1} ns with msfilter's 12-byte IPv4 \
+             source key, {:.1} ns with a 20-byte key (the IPv6 group key), and {:.1} ns with \
+             the 40-byte IPv6 source key (on IPv6 frames, above their own floor); hashing \
+             (jhash) and comparing the wider keys adds {:.1} ns (12 bytes), {:.1} ns (20 bytes) \
+             and {:.1} ns (40 bytes) over the 4-byte key.",
             k4 - f,
+            k12 - f,
             k20 - f,
-            k40 - f,
+            k40 - f6,
+            k12 - k4,
             k20 - k4,
-            k40 - k4
+            (k40 - f6) - (k4 - f)
         ));
     }
     if let Some(v) = r.program.verified_instructions {

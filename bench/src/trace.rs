@@ -20,7 +20,7 @@ use msfilter::{
 };
 use msfilter_common::{
     GroupKey, Mode,
-    limits::{GROUPS_MAP, PROGRAM_NAME, REASONS_MAP, SOURCES_MAP},
+    limits::{GROUPS_MAP, GROUPS4_MAP, PROGRAM_NAME, REASONS_MAP, SOURCES_MAP, SOURCES4_MAP},
     trace::{TRACE_CONTROL_MAP, TRACE_EVENTS_MAP},
 };
 use serde::Serialize;
@@ -117,12 +117,16 @@ fn compare(global: &str, must_exist: bool, rounds: usize) -> Result<TraceCost> {
     loader
         .map_max_entries(GROUPS_MAP, capacities.max_groups)
         .map_max_entries(SOURCES_MAP, capacities.max_sources)
+        .map_max_entries(GROUPS4_MAP, capacities.max_groups)
+        .map_max_entries(SOURCES4_MAP, capacities.max_sources)
         // `override_global` is aya 0.14's name for `set_global`; must_exist = true.
         .override_global(global, &0u8, must_exist);
     // Every map the datapath pins, the trace switch included: both programs see the same.
     for map in [
         GROUPS_MAP,
         SOURCES_MAP,
+        GROUPS4_MAP,
+        SOURCES4_MAP,
         REASONS_MAP,
         TRACE_CONTROL_MAP,
         TRACE_EVENTS_MAP,

@@ -17,5 +17,8 @@ pub mod trace;
 pub mod unjoined;
 pub mod verdict;
 
-pub use maps::{Addr, Counter, GroupKey, GroupState, GroupValue, Mode, SourceKey, VlanKey};
+pub use maps::{
+    Addr, Counter, GroupKey, GroupKey4, GroupState, GroupValue, Mode, SourceKey, SourceKey4,
+    VlanKey,
+};
 pub use verdict::{Policy, Reason, Verdict};

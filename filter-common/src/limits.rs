@@ -2,16 +2,22 @@
 
 use core::mem::size_of;
 
-use crate::maps::{Counter, GroupKey, GroupValue, SourceKey, SourceValue};
+use crate::maps::{Counter, GroupKey, GroupKey4, GroupValue, SourceKey, SourceKey4, SourceValue};
 use crate::verdict::Reason;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "msfilter";
 
-/// Groups map: `GroupKey` → per-CPU `GroupValue` (mode, generation, per-group counters).
+/// Groups map: `GroupKey` → per-CPU `GroupValue` (mode, generation, per-group counters), for
+/// IPv6 groups.
 pub const GROUPS_MAP: &str = "MSF_GROUPS";
-/// Sources map: `SourceKey` → `SourceValue` (listed sources with their counters).
+/// Sources map: `SourceKey` → `SourceValue` (listed sources with their counters), for IPv6
+/// groups.
 pub const SOURCES_MAP: &str = "MSF_SOURCES";
+/// The groups map of IPv4 groups, keyed by the 8-byte `GroupKey4`.
+pub const GROUPS4_MAP: &str = "MSF_GROUPS4";
+/// The sources map of IPv4 groups, keyed by the 12-byte `SourceKey4`.
+pub const SOURCES4_MAP: &str = "MSF_SOURCES4";
 /// Per-CPU array indexed by [`Reason`]: how many frames were passed or dropped for each reason.
 pub const REASONS_MAP: &str = "MSF_REASONS";
 /// VLAN map: `VlanKey` (parent interface, VLAN id) → `u32` index of the 802.1Q sub-interface
@@ -97,14 +103,34 @@ impl MapMemory {
     }
 }
 
+/// Entries in use, by family: IPv4 groups live in the compact IPv4 maps, IPv6 groups in the
+/// wide ones. Each map is created with the full capacity (the capacity bounds both together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InUse {
+    pub ipv4: u64,
+    pub ipv6: u64,
+}
+
+impl InUse {
+    pub const fn ipv4(n: u64) -> Self {
+        Self { ipv4: n, ipv6: 0 }
+    }
+
+    /// The larger case: all of them IPv6.
+    pub const fn ipv6(n: u64) -> Self {
+        Self { ipv4: 0, ipv6: n }
+    }
+}
+
 /// Kernel memory of the maps when `groups` and `sources` entries are in use, on a host with
-/// `cpus` possible CPUs. Full size is `map_memory(cpus, max, max, max, max)`.
+/// `cpus` possible CPUs. Full size is `map_memory(cpus, max, InUse::ipv6(max), max,
+/// InUse::ipv6(max))` (IPv6 entries are the larger).
 pub const fn map_memory(
     cpus: u64,
     max_groups: u64,
-    groups: u64,
+    groups: InUse,
     max_sources: u64,
-    sources: u64,
+    sources: InUse,
 ) -> MapMemory {
     MapMemory {
         groups: hash_map_bytes(
@@ -112,7 +138,14 @@ pub const fn map_memory(
             size_of::<GroupValue>() as u64,
             true,
             max_groups,
-            groups,
+            groups.ipv6,
+            cpus,
+        ) + hash_map_bytes(
+            size_of::<GroupKey4>() as u64,
+            size_of::<GroupValue>() as u64,
+            true,
+            max_groups,
+            groups.ipv4,
             cpus,
         ),
         sources: hash_map_bytes(
@@ -120,7 +153,14 @@ pub const fn map_memory(
             size_of::<SourceValue>() as u64,
             false,
             max_sources,
-            sources,
+            sources.ipv6,
+            cpus,
+        ) + hash_map_bytes(
+            size_of::<SourceKey4>() as u64,
+            size_of::<SourceValue>() as u64,
+            false,
+            max_sources,
+            sources.ipv4,
             cpus,
         ),
         reasons: percpu_array_bytes(size_of::<Counter>() as u64, Reason::COUNT as u64, cpus),
@@ -142,7 +182,7 @@ mod tests {
     fn full(cpus: u64) -> MapMemory {
         let g = DEFAULT_MAX_GROUPS as u64;
         let s = DEFAULT_MAX_SOURCES as u64;
-        map_memory(cpus, g, g, s, s)
+        map_memory(cpus, g, InUse::ipv6(g), s, InUse::ipv6(s))
     }
 
     #[test]
@@ -163,8 +203,12 @@ mod tests {
         assert_eq!(full(2).sources, full(64).sources);
         assert!(full(64).groups > full(2).groups);
         assert!(full(64).total() <= MEMORY_BUDGET_64_CPUS, "{:?}", full(64));
-        // An empty map costs only its buckets.
-        let empty = map_memory(64, 65_536, 0, 1_048_576, 0);
-        assert_eq!(empty.sources, HTAB_STRUCT + 1_048_576 * HTAB_BUCKET);
+        // An empty map costs only its buckets (two maps: IPv4 and IPv6).
+        let empty = map_memory(64, 65_536, InUse::ipv4(0), 1_048_576, InUse::ipv4(0));
+        assert_eq!(empty.sources, 2 * (HTAB_STRUCT + 1_048_576 * HTAB_BUCKET));
+        // An IPv4 entry costs less than an IPv6 one.
+        let v4 = map_memory(2, 65_536, InUse::ipv4(10), 1_048_576, InUse::ipv4(10));
+        let v6 = map_memory(2, 65_536, InUse::ipv6(10), 1_048_576, InUse::ipv6(10));
+        assert!(v4.sources < v6.sources && v4.groups < v6.groups);
     }
 }

@@ -169,6 +169,74 @@ impl SourceKey {
     }
 }
 
+/// Key of the IPv4 groups map: [`GroupKey`] of an IPv4 group, 8 bytes instead of 20 (the
+/// kernel hashes and compares every key byte on every lookup).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct GroupKey4 {
+    pub ifindex: u32,
+    pub group: [u8; 4],
+}
+
+impl GroupKey4 {
+    /// The IPv4 form of `key`, if its group is IPv4.
+    pub const fn of(key: &GroupKey) -> Option<Self> {
+        match ipv4_unmapped(&key.group) {
+            Some(group) => Some(Self {
+                ifindex: key.ifindex,
+                group,
+            }),
+            None => None,
+        }
+    }
+
+    pub const fn key(&self) -> GroupKey {
+        GroupKey::new(self.ifindex, ipv4_mapped(self.group))
+    }
+}
+
+/// Key of the IPv4 sources map: [`SourceKey`] of an IPv4 group, 12 bytes instead of 40. The
+/// generation is bit 31 of the first word ([`SourceKey4::GENERATION_BIT`]): interface indexes
+/// are positive C `int`s, so that bit is free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct SourceKey4 {
+    pub ifindex_generation: u32,
+    pub group: [u8; 4],
+    pub source: [u8; 4],
+}
+
+impl SourceKey4 {
+    pub const GENERATION_BIT: u32 = 1 << 31;
+
+    /// The IPv4 form of `key`, if its group and source are IPv4 (and its interface index
+    /// leaves bit 31 free, as every kernel index does).
+    pub const fn of(key: &SourceKey) -> Option<Self> {
+        if key.ifindex & Self::GENERATION_BIT != 0 {
+            return None;
+        }
+        match (ipv4_unmapped(&key.group), ipv4_unmapped(&key.source)) {
+            (Some(group), Some(source)) => Some(Self {
+                ifindex_generation: key.ifindex | ((key.generation as u32 & 1) << 31),
+                group,
+                source,
+            }),
+            _ => None,
+        }
+    }
+
+    pub const fn key(&self) -> SourceKey {
+        SourceKey::new(
+            self.ifindex_generation & !Self::GENERATION_BIT,
+            (self.ifindex_generation >> 31) as u8,
+            ipv4_mapped(self.group),
+            ipv4_mapped(self.source),
+        )
+    }
+}
+
 /// Value of the sources map: packets matching this entry (dropped in EXCLUDE mode, passed in
 /// INCLUDE mode). Shared by all CPUs and incremented with atomic adds: one source's flow
 /// normally stays on one receive queue, so the cache line rarely moves.
@@ -204,7 +272,7 @@ impl VlanKey {
 pub mod word_offsets {
     use core::mem::offset_of;
 
-    use super::{GroupKey, SourceKey, VlanKey};
+    use super::{GroupKey, GroupKey4, SourceKey, SourceKey4, VlanKey};
 
     pub const GROUP_KEY_GROUP: usize = offset_of!(GroupKey, group);
     pub const SOURCE_KEY_GENERATION: usize = offset_of!(SourceKey, generation);
@@ -218,6 +286,12 @@ pub mod word_offsets {
     // VlanKey as two words: ifindex, then the VLAN id in the low half (little-endian).
     pub const VLAN_KEY_VID: usize = offset_of!(VlanKey, vid);
     const _: () = assert!(VLAN_KEY_VID == 4 && size_of::<VlanKey>() == 8);
+    // The IPv4 keys as two and three words: ifindex (with the generation in bit 31), group,
+    // source.
+    const _: () = assert!(offset_of!(GroupKey4, group) == 4 && size_of::<GroupKey4>() == 8);
+    const _: () =
+        assert!(offset_of!(SourceKey4, group) == 4 && offset_of!(SourceKey4, source) == 8);
+    const _: () = assert!(size_of::<SourceKey4>() == 12);
 }
 
 /// IPv4 address as an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
@@ -256,6 +330,8 @@ mod pod {
     unsafe impl aya::Pod for super::GroupKey {}
     unsafe impl aya::Pod for super::GroupValue {}
     unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::GroupKey4 {}
+    unsafe impl aya::Pod for super::SourceKey4 {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::VlanKey {}
 }
@@ -277,6 +353,27 @@ mod tests {
         assert_eq!(size_of::<GroupState>(), 1);
         assert_eq!(align_of::<GroupValue>(), 8);
         assert_eq!(align_of::<SourceKey>(), 4);
+    }
+
+    #[test]
+    fn ipv4_keys_are_compact_and_round_trip() {
+        assert_eq!(size_of::<GroupKey4>(), 8);
+        assert_eq!(size_of::<SourceKey4>(), 12);
+        let g = ipv4_mapped([232, 1, 2, 3]);
+        let s = ipv4_mapped([10, 0, 0, 9]);
+        for generation in [0, 1] {
+            let key = SourceKey::new(7, generation, g, s);
+            let k4 = SourceKey4::of(&key).unwrap();
+            assert_eq!(k4.key(), key);
+            assert_eq!(k4.ifindex_generation >> 31, u32::from(generation));
+        }
+        let group = GroupKey::new(7, g);
+        assert_eq!(GroupKey4::of(&group).unwrap().key(), group);
+        let mut v6 = [0u8; 16];
+        v6[0] = 0xff;
+        assert_eq!(GroupKey4::of(&GroupKey::new(7, v6)), None);
+        assert_eq!(SourceKey4::of(&SourceKey::new(7, 0, v6, s)), None);
+        assert_eq!(SourceKey4::of(&SourceKey::new(1 << 31, 0, g, s)), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! spill every address byte to its own stack slot and call `memset` for the reserved bytes.
 //! `msfilter_common::maps::word_offsets` pins the layouts this relies on.
 
-use msfilter_common::{GroupKey, SourceKey, VlanKey};
+use msfilter_common::{GroupKey, GroupKey4, SourceKey, SourceKey4, VlanKey};
 
 #[cfg(target_endian = "big")]
 compile_error!("the generation word below assumes little-endian (bpfel)");
@@ -29,6 +29,27 @@ pub(crate) const fn ipv6(a: [u8; 16]) -> Words {
         u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
         u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
     ]
+}
+
+/// Whether an address is IPv4 (IPv4-mapped).
+#[inline(always)]
+pub(crate) const fn is_ipv4(a: &Words) -> bool {
+    a[0] == 0 && a[1] == 0 && a[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+}
+
+#[inline(always)]
+pub(crate) const fn group_key4(ifindex: u32, g: &Words) -> GroupKey4 {
+    // SAFETY: GroupKey4 is 8 bytes of plain data, 4-byte aligned, like [u32; 2]: ifindex,
+    // then the group's 4 bytes.
+    unsafe { core::mem::transmute::<[u32; 2], GroupKey4>([ifindex, g[3]]) }
+}
+
+#[inline(always)]
+pub(crate) const fn source_key4(ifindex: u32, generation: u8, g: &Words, s: &Words) -> SourceKey4 {
+    let first = ifindex | ((generation as u32 & 1) << 31);
+    // SAFETY: SourceKey4 is 12 bytes of plain data, 4-byte aligned, like [u32; 3]: ifindex
+    // with the generation in bit 31, group, source.
+    unsafe { core::mem::transmute::<[u32; 3], SourceKey4>([first, g[3], s[3]]) }
 }
 
 #[inline(always)]

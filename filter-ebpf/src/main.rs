@@ -55,7 +55,14 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
 /// The policy's reason for a multicast datagram, counted on its group and source entries.
 #[inline(always)]
 fn judge(ifindex: u32, own: bool, Frame { group, source }: &Frame, len: u64) -> Reason {
-    let Some(group_value) = maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, group)) else {
+    // IPv4 groups live in maps with compact keys: every key byte is hashed and compared.
+    let ipv4 = keys::is_ipv4(group);
+    let group_value = if ipv4 {
+        maps::MSF_GROUPS4.get_ptr_mut(keys::group_key4(ifindex, group))
+    } else {
+        maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, group))
+    };
+    let Some(group_value) = group_value else {
         return if own {
             unjoined::judge(ifindex, group)
         } else {
@@ -67,8 +74,13 @@ fn judge(ifindex: u32, own: bool, Frame { group, source }: &Frame, len: u64) -> 
     let group_value = unsafe { &mut *group_value };
     let state = group_value.state;
 
-    let source_key = keys::source_key(ifindex, state.generation(), group, source);
-    let listed = match maps::MSF_SOURCES.get_ptr_mut(source_key) {
+    let generation = state.generation();
+    let source_value = if ipv4 {
+        maps::MSF_SOURCES4.get_ptr_mut(keys::source_key4(ifindex, generation, group, source))
+    } else {
+        maps::MSF_SOURCES.get_ptr_mut(keys::source_key(ifindex, generation, group, source))
+    };
+    let listed = match source_value {
         Some(source_value) => {
             counters::count_shared(source_value, len);
             true

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use msfilter_common::{
-    Counter, GroupKey, GroupValue, Reason, SourceKey,
+    Counter, GroupKey, GroupKey4, GroupValue, Reason, SourceKey, SourceKey4,
     limits::{DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},
     maps::SourceValue,
     trace::{TRACE_RING_BYTES, TraceControl},
@@ -24,6 +24,16 @@ pub(crate) static MSF_GROUPS: PerCpuHashMap<GroupKey, GroupValue> =
 /// `limits::SOURCES_MAP`: listed sources of each managed group, with shared counters.
 #[map]
 pub(crate) static MSF_SOURCES: HashMap<SourceKey, SourceValue> =
+    HashMap::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_NO_PREALLOC);
+
+/// `limits::GROUPS4_MAP`: [`MSF_GROUPS`] for IPv4 groups, with 8-byte keys.
+#[map]
+pub(crate) static MSF_GROUPS4: PerCpuHashMap<GroupKey4, GroupValue> =
+    PerCpuHashMap::with_max_entries(DEFAULT_MAX_GROUPS, BPF_F_NO_PREALLOC);
+
+/// `limits::SOURCES4_MAP`: [`MSF_SOURCES`] for IPv4 groups, with 12-byte keys.
+#[map]
+pub(crate) static MSF_SOURCES4: HashMap<SourceKey4, SourceValue> =
     HashMap::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_NO_PREALLOC);
 
 /// `limits::REASONS_MAP`: per-CPU packets and bytes by `Reason`.

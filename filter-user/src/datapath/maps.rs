@@ -23,8 +23,8 @@ use std::os::fd::{AsFd as _, BorrowedFd};
 
 use aya::maps::MapData;
 use msfilter_common::{
-    Addr, Counter, GroupKey, GroupState, GroupValue, SourceKey,
-    limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP},
+    Addr, Counter, GroupKey, GroupKey4, GroupState, GroupValue, SourceKey, SourceKey4,
+    limits::{GROUPS_MAP, GROUPS4_MAP, REASONS_MAP, SOURCES_MAP, SOURCES4_MAP},
 };
 
 use super::{
@@ -71,9 +71,56 @@ impl FilterChange {
     }
 }
 
+/// The groups and sources maps of one key shape.
+pub(super) struct FamilyMaps {
+    pub(super) groups: MapData,
+    pub(super) sources: MapData,
+}
+
+/// A group key as the map of its family stores it.
+enum GroupBytes {
+    V4(GroupKey4),
+    Wide(GroupKey),
+}
+
+impl GroupBytes {
+    fn of(key: &GroupKey) -> Self {
+        GroupKey4::of(key).map_or(Self::Wide(*key), Self::V4)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::V4(k) => bytemuck::bytes_of(k),
+            Self::Wide(k) => bytemuck::bytes_of(k),
+        }
+    }
+}
+
+/// Source keys split by the map that holds them.
+#[derive(Default)]
+struct SplitSources {
+    v4: Vec<SourceKey4>,
+    wide: Vec<SourceKey>,
+}
+
+impl SplitSources {
+    fn of(keys: &[SourceKey]) -> Self {
+        let mut out = Self::default();
+        for key in keys {
+            match SourceKey4::of(key) {
+                Some(k) => out.v4.push(k),
+                None => out.wide.push(*key),
+            }
+        }
+        out
+    }
+}
+
 pub(super) struct FilterMaps {
-    groups: MapData,
-    sources: MapData,
+    /// IPv6 groups (20- and 40-byte keys).
+    wide: FamilyMaps,
+    /// IPv4 groups (8- and 12-byte keys).
+    v4: FamilyMaps,
     reasons: MapData,
     installed: BTreeMap<GroupKey, Installed>,
     source_entries: usize,
@@ -93,16 +140,16 @@ impl FilterMaps {
     /// run). Source entries of a group's inactive generation are leftovers of an interrupted
     /// mode switch and are deleted.
     pub(super) fn open(
-        groups: MapData,
-        sources: MapData,
+        wide: FamilyMaps,
+        v4: FamilyMaps,
         reasons: MapData,
         capacities: Capacities,
     ) -> Result<Self> {
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| map_err(GROUPS_MAP, "counting possible CPUs")(e))?;
         let mut this = Self {
-            groups,
-            sources,
+            wide,
+            v4,
             reasons,
             installed: BTreeMap::new(),
             source_entries: 0,
@@ -114,11 +161,34 @@ impl FilterMaps {
     }
 
     fn groups_fd(&self) -> BorrowedFd<'_> {
-        self.groups.fd().as_fd()
+        self.wide.groups.fd().as_fd()
     }
 
     fn sources_fd(&self) -> BorrowedFd<'_> {
-        self.sources.fd().as_fd()
+        self.wide.sources.fd().as_fd()
+    }
+
+    fn groups4_fd(&self) -> BorrowedFd<'_> {
+        self.v4.groups.fd().as_fd()
+    }
+
+    fn sources4_fd(&self) -> BorrowedFd<'_> {
+        self.v4.sources.fd().as_fd()
+    }
+
+    /// The groups map of `key`'s family, its name, and the key as that map stores it.
+    fn group_map(&self, key: &GroupKey) -> (BorrowedFd<'_>, &'static str, GroupBytes) {
+        match GroupBytes::of(key) {
+            k @ GroupBytes::V4(_) => (self.groups4_fd(), GROUPS4_MAP, k),
+            k @ GroupBytes::Wide(_) => (self.groups_fd(), GROUPS_MAP, k),
+        }
+    }
+
+    fn delete_group(&self, key: &GroupKey) -> Result<()> {
+        let (fd, name, bytes) = self.group_map(key);
+        sys::delete(fd, bytes.bytes())
+            .map(drop)
+            .map_err(map_err(name, "delete"))
     }
 
     pub(super) fn reasons_fd(&self) -> BorrowedFd<'_> {
@@ -130,19 +200,30 @@ impl FilterMaps {
     }
 
     fn read_back(&mut self) -> Result<()> {
-        let mut keys = Vec::new();
-        let mut key = GroupKey::default();
-        let mut prev: Option<GroupKey> = None;
-        while sys::next_key(
-            self.groups_fd(),
-            prev.as_ref().map(bytemuck::bytes_of),
-            bytemuck::bytes_of_mut(&mut key),
-        )
-        .map_err(map_err(GROUPS_MAP, "listing keys"))?
-        {
-            keys.push(key);
-            prev = Some(key);
+        let mut keys: Vec<GroupKey> = all_keys::<GroupKey>(self.groups_fd(), GROUPS_MAP)?;
+        // IPv4 groups in the wide maps were written by a version without the IPv4 maps: the
+        // program no longer looks there. Drop them; the owner writes them again.
+        let (moved, wide): (Vec<GroupKey>, Vec<GroupKey>) =
+            keys.drain(..).partition(|k| GroupKey4::of(k).is_some());
+        keys = wide;
+        for key in &moved {
+            sys::delete(self.groups_fd(), bytemuck::bytes_of(key)).map_err(map_err(
+                GROUPS_MAP,
+                "deleting an IPv4 entry of the old layout",
+            ))?;
         }
+        if !moved.is_empty() {
+            log::info!(
+                "deleted {} IPv4 group entries of the old map layout (they are written again in \
+                 the IPv4 maps)",
+                moved.len()
+            );
+        }
+        keys.extend(
+            all_keys::<GroupKey4>(self.groups4_fd(), GROUPS4_MAP)?
+                .iter()
+                .map(GroupKey4::key),
+        );
         for key in keys {
             if let Some(values) = self.group_values(&key)? {
                 self.installed.insert(
@@ -155,16 +236,17 @@ impl FilterMaps {
             }
         }
         let mut stale = Vec::new();
-        let mut key = SourceKey::default();
-        let mut prev: Option<SourceKey> = None;
-        while sys::next_key(
-            self.sources_fd(),
-            prev.as_ref().map(bytemuck::bytes_of),
-            bytemuck::bytes_of_mut(&mut key),
-        )
-        .map_err(map_err(SOURCES_MAP, "listing keys"))?
-        {
-            prev = Some(key);
+        let (old_layout, mut source_keys): (Vec<SourceKey>, Vec<SourceKey>) =
+            all_keys::<SourceKey>(self.sources_fd(), SOURCES_MAP)?
+                .into_iter()
+                .partition(|k| SourceKey4::of(k).is_some());
+        delete_batch(self.sources_fd(), SOURCES_MAP, &old_layout)?;
+        source_keys.extend(
+            all_keys::<SourceKey4>(self.sources4_fd(), SOURCES4_MAP)?
+                .iter()
+                .map(SourceKey4::key),
+        );
+        for key in source_keys {
             match self.installed.get_mut(&key.group_key()) {
                 Some(group) if group.state.generation() == key.generation => {
                     group.sources.insert(key.source);
@@ -173,10 +255,7 @@ impl FilterMaps {
                 _ => stale.push(key),
             }
         }
-        for key in &stale {
-            sys::delete(self.sources_fd(), bytemuck::bytes_of(key))
-                .map_err(map_err(SOURCES_MAP, "deleting a stale entry"))?;
-        }
+        self.delete_sources(&stale)?;
         if !stale.is_empty() {
             log::info!(
                 "deleted {} stale source entries left by an interrupted change",
@@ -189,9 +268,8 @@ impl FilterMaps {
     /// All CPUs' values of a group entry.
     pub(super) fn group_values(&self, key: &GroupKey) -> Result<Option<Vec<GroupValue>>> {
         let mut buf = vec![0u8; GROUP_STRIDE * self.cpus];
-        if !sys::lookup(self.groups_fd(), bytemuck::bytes_of(key), &mut buf)
-            .map_err(map_err(GROUPS_MAP, "lookup"))?
-        {
+        let (fd, name, bytes) = self.group_map(key);
+        if !sys::lookup(fd, bytes.bytes(), &mut buf).map_err(map_err(name, "lookup"))? {
             return Ok(None);
         }
         Ok(Some(
@@ -206,8 +284,8 @@ impl FilterMaps {
         for (chunk, value) in buf.chunks_exact_mut(GROUP_STRIDE).zip(values) {
             chunk[..size_of::<GroupValue>()].copy_from_slice(bytemuck::bytes_of(value));
         }
-        sys::update(self.groups_fd(), bytemuck::bytes_of(key), &buf, flags)
-            .map_err(map_err(GROUPS_MAP, "update"))
+        let (fd, name, bytes) = self.group_map(key);
+        sys::update(fd, bytes.bytes(), &buf, flags).map_err(map_err(name, "update"))
     }
 
     /// Write a group's state into every CPU's value, keeping each CPU's counters.
@@ -227,38 +305,20 @@ impl FilterMaps {
     }
 
     fn insert_sources(&self, keys: &[SourceKey]) -> Result<()> {
-        let zeros = vec![Counter::ZERO; keys.len().min(BATCH)];
-        for (i, chunk) in keys.chunks(BATCH).enumerate() {
-            if let Err(e) = sys::update_batch(
-                self.sources_fd(),
-                bytemuck::cast_slice(chunk),
-                bytemuck::cast_slice(&zeros[..chunk.len()]),
-                chunk.len(),
-                // Batches accept no BPF_NOEXIST; the mirror guarantees these keys are new.
-                BPF_ANY,
-            ) {
-                // Undo this call's partial work and every earlier chunk.
-                let done = i * BATCH + e.done;
-                self.delete_sources_quietly(&keys[..done]);
-                return Err(map_err(SOURCES_MAP, "batch insert")(e.error));
-            }
+        let split = SplitSources::of(keys);
+        let result = insert_batch(self.sources4_fd(), SOURCES4_MAP, &split.v4)
+            .and_then(|()| insert_batch(self.sources_fd(), SOURCES_MAP, &split.wide));
+        if result.is_err() {
+            // Undo every insert of this call (absent keys are skipped).
+            self.delete_sources_quietly(keys);
         }
-        Ok(())
+        result
     }
 
     fn delete_sources(&self, keys: &[SourceKey]) -> Result<()> {
-        for chunk in keys.chunks(BATCH) {
-            if sys::delete_batch(self.sources_fd(), bytemuck::cast_slice(chunk), chunk.len())
-                .is_err()
-            {
-                // A batch stops at the first absent key; finish one by one.
-                for key in chunk {
-                    sys::delete(self.sources_fd(), bytemuck::bytes_of(key))
-                        .map_err(map_err(SOURCES_MAP, "delete"))?;
-                }
-            }
-        }
-        Ok(())
+        let split = SplitSources::of(keys);
+        delete_batch(self.sources4_fd(), SOURCES4_MAP, &split.v4)?;
+        delete_batch(self.sources_fd(), SOURCES_MAP, &split.wide)
     }
 
     fn delete_sources_quietly(&self, keys: &[SourceKey]) {
@@ -350,9 +410,7 @@ impl FilterMaps {
             if let Err(e) = result {
                 for (key, old) in written.iter().rev() {
                     let undo = match old {
-                        None => sys::delete(self.groups_fd(), bytemuck::bytes_of(key))
-                            .map(|_| ())
-                            .map_err(map_err(GROUPS_MAP, "delete")),
+                        None => self.delete_group(key),
                         Some(old) => self.set_group_state(key, *old),
                     };
                     if let Err(undo) = undo {
@@ -366,8 +424,7 @@ impl FilterMaps {
         }
         // 3. Groups no longer managed.
         for key in &removed {
-            sys::delete(self.groups_fd(), bytemuck::bytes_of(key))
-                .map_err(map_err(GROUPS_MAP, "delete"))?;
+            self.delete_group(key)?;
         }
         // 4. Sources no longer listed, and old generations.
         self.delete_sources(&deletes)?;
@@ -414,23 +471,79 @@ impl FilterMaps {
     /// Packets and bytes counted on one source entry.
     pub(super) fn source_counter(&self, key: &SourceKey) -> Result<Option<Counter>> {
         let mut value = Counter::ZERO;
-        let found = sys::lookup(
-            self.sources_fd(),
-            bytemuck::bytes_of(key),
-            bytemuck::bytes_of_mut(&mut value),
-        )
-        .map_err(map_err(SOURCES_MAP, "lookup"))?;
+        let k4 = SourceKey4::of(key);
+        let (fd, name, bytes) = match &k4 {
+            Some(k) => (self.sources4_fd(), SOURCES4_MAP, bytemuck::bytes_of(k)),
+            None => (self.sources_fd(), SOURCES_MAP, bytemuck::bytes_of(key)),
+        };
+        let found = sys::lookup(fd, bytes, bytemuck::bytes_of_mut(&mut value))
+            .map_err(map_err(name, "lookup"))?;
         Ok(found.then_some(value))
     }
 
     pub(super) fn memlock(&self) -> Result<(u64, u64, u64)> {
         let read = |fd, map| sys::map_memlock(fd).map_err(map_err(map, "reading fdinfo"));
         Ok((
-            read(self.groups_fd(), GROUPS_MAP)?,
-            read(self.sources_fd(), SOURCES_MAP)?,
+            read(self.groups_fd(), GROUPS_MAP)? + read(self.groups4_fd(), GROUPS4_MAP)?,
+            read(self.sources_fd(), SOURCES_MAP)? + read(self.sources4_fd(), SOURCES4_MAP)?,
             read(self.reasons_fd(), REASONS_MAP)?,
         ))
     }
+}
+
+/// Every key of a map.
+fn all_keys<K: bytemuck::Pod + Default>(fd: BorrowedFd<'_>, map: &'static str) -> Result<Vec<K>> {
+    let mut keys = Vec::new();
+    let mut key = K::default();
+    let mut prev: Option<K> = None;
+    while sys::next_key(
+        fd,
+        prev.as_ref().map(bytemuck::bytes_of),
+        bytemuck::bytes_of_mut(&mut key),
+    )
+    .map_err(map_err(map, "listing keys"))?
+    {
+        keys.push(key);
+        prev = Some(key);
+    }
+    Ok(keys)
+}
+
+/// Insert new source entries with zero counters, a batch syscall per [`BATCH`] keys.
+fn insert_batch<K: bytemuck::Pod>(fd: BorrowedFd<'_>, map: &'static str, keys: &[K]) -> Result<()> {
+    let zeros = vec![Counter::ZERO; keys.len().min(BATCH)];
+    for chunk in keys.chunks(BATCH) {
+        sys::update_batch(
+            fd,
+            bytemuck::cast_slice(chunk),
+            bytemuck::cast_slice(&zeros[..chunk.len()]),
+            chunk.len(),
+            // Batches accept no BPF_NOEXIST; the mirror guarantees these keys are new.
+            BPF_ANY,
+        )
+        .map_err(|e| {
+            log::debug!(
+                "batch insert into {map} stopped after {} of {} keys",
+                e.done,
+                chunk.len()
+            );
+            map_err(map, "batch insert")(e.error)
+        })?;
+    }
+    Ok(())
+}
+
+/// Delete source entries, a batch syscall per [`BATCH`] keys.
+fn delete_batch<K: bytemuck::Pod>(fd: BorrowedFd<'_>, map: &'static str, keys: &[K]) -> Result<()> {
+    for chunk in keys.chunks(BATCH) {
+        if sys::delete_batch(fd, bytemuck::cast_slice(chunk), chunk.len()).is_err() {
+            // A batch stops at the first absent key; finish one by one.
+            for key in chunk {
+                sys::delete(fd, bytemuck::bytes_of(key)).map_err(map_err(map, "delete"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 const fn source_key(group: &GroupKey, generation: u8, source: Addr) -> SourceKey {

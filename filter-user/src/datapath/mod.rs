@@ -31,8 +31,8 @@ use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
 pub use counters::{GroupCounters, ReasonCounters};
 pub use maps::{FilterChange, Installed};
 use msfilter_common::limits::{
-    DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, MIN_MAX_GROUPS, MIN_MAX_SOURCES,
-    PROGRAM_NAME, REASONS_MAP, SOURCES_MAP, VLANS_MAP,
+    DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, GROUPS4_MAP, MIN_MAX_GROUPS,
+    MIN_MAX_SOURCES, PROGRAM_NAME, REASONS_MAP, SOURCES_MAP, SOURCES4_MAP, VLANS_MAP,
 };
 pub use trace::{Trace, TraceSelection, owner_alive, pinned_switch, switch_off_abandoned};
 pub use unjoined::{Gate, monotonic_ns};
@@ -239,14 +239,20 @@ impl Datapath {
                 }
             })
         };
-        let groups = take(GROUPS_MAP)?;
-        let sources = take(SOURCES_MAP)?;
+        let wide = maps::FamilyMaps {
+            groups: take(GROUPS_MAP)?,
+            sources: take(SOURCES_MAP)?,
+        };
+        let v4 = maps::FamilyMaps {
+            groups: take(GROUPS4_MAP)?,
+            sources: take(SOURCES4_MAP)?,
+        };
         let reasons = take(REASONS_MAP)?;
         let unjoined = unjoined::UnjoinedMaps {
             flags: take(UNJOINED_MAP)?,
             gate: take(GATE_MAP)?,
         };
-        let maps = maps::FilterMaps::open(groups, sources, reasons, capacities)?;
+        let maps = maps::FilterMaps::open(wide, v4, reasons, capacities)?;
         let vlans = vlans::VlanMap::open(take(VLANS_MAP)?)?;
         Ok(Self {
             ebpf,
@@ -397,7 +403,9 @@ fn load_object(
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(GROUPS_MAP, capacities.max_groups)
-        .map_max_entries(SOURCES_MAP, capacities.max_sources);
+        .map_max_entries(SOURCES_MAP, capacities.max_sources)
+        .map_max_entries(GROUPS4_MAP, capacities.max_groups)
+        .map_max_entries(SOURCES4_MAP, capacities.max_sources);
     if let Some(dir) = pin_dir {
         for map in pins::MAPS {
             loader.map_pin_path(map, pins::map_path(dir, map));

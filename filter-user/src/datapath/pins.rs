@@ -1,7 +1,8 @@
 //! The pin directory: where the maps, the program and one link per owned interface are
 //! pinned, so XDP keeps enforcing when the daemon dies and a restarted daemon finds them.
 //!
-//! Layout: `<dir>/MSF_GROUPS`, `<dir>/MSF_SOURCES`, `<dir>/MSF_REASONS`, `<dir>/MSF_TRACE_CTL`,
+//! Layout: `<dir>/MSF_GROUPS`, `<dir>/MSF_SOURCES`, `<dir>/MSF_GROUPS4`, `<dir>/MSF_SOURCES4`,
+//! `<dir>/MSF_REASONS`, `<dir>/MSF_TRACE_CTL`,
 //! `<dir>/MSF_TRACE`, `<dir>/MSF_VLANS`, `<dir>/MSF_UNJOINED`, `<dir>/MSF_UNJOINED_GATE` (maps;
 //! those newer than the first three appear beside older pins on first load; the gate is
 //! shared with the follow hooks),
@@ -17,7 +18,7 @@ use std::{
 
 use aya::maps::MapData;
 use msfilter_common::{
-    limits::{GROUPS_MAP, REASONS_MAP, SOURCES_MAP, VLANS_MAP},
+    limits::{GROUPS_MAP, GROUPS4_MAP, REASONS_MAP, SOURCES_MAP, SOURCES4_MAP, VLANS_MAP},
     trace::{TRACE_CONTROL_MAP, TRACE_EVENTS_MAP},
     unjoined::{GATE_MAP, UNJOINED_MAP},
 };
@@ -27,9 +28,11 @@ use super::DatapathError;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps that are pinned, all shared by every program instance loaded with this directory.
-pub(super) const MAPS: [&str; 8] = [
+pub(super) const MAPS: [&str; 10] = [
     GROUPS_MAP,
     SOURCES_MAP,
+    GROUPS4_MAP,
+    SOURCES4_MAP,
     REASONS_MAP,
     TRACE_CONTROL_MAP,
     TRACE_EVENTS_MAP,
@@ -127,8 +130,8 @@ pub(super) fn prepare(dir: &Path) -> Result<(), DatapathError> {
 }
 
 /// Expected shape of each pinned map: (name, key size, value size).
-fn expected_shapes() -> [(&'static str, u32, u32); 3] {
-    use msfilter_common::{Counter, GroupKey, GroupValue, SourceKey};
+fn expected_shapes() -> [(&'static str, u32, u32); 5] {
+    use msfilter_common::{Counter, GroupKey, GroupKey4, GroupValue, SourceKey, SourceKey4};
     [
         (
             GROUPS_MAP,
@@ -141,6 +144,16 @@ fn expected_shapes() -> [(&'static str, u32, u32); 3] {
             size_of::<Counter>() as u32,
         ),
         (REASONS_MAP, 4, size_of::<Counter>() as u32),
+        (
+            GROUPS4_MAP,
+            size_of::<GroupKey4>() as u32,
+            size_of::<GroupValue>() as u32,
+        ),
+        (
+            SOURCES4_MAP,
+            size_of::<SourceKey4>() as u32,
+            size_of::<Counter>() as u32,
+        ),
     ]
 }
 
@@ -192,8 +205,12 @@ pub(super) fn pinned_capacities(dir: &Path) -> Result<Option<(u32, u32)>, Datapa
         capacities.push(Some(info.max_entries()));
     }
     match capacities.as_slice() {
-        [Some(g), Some(s), Some(_)] => Ok(Some((*g, *s))),
-        [None, None, None] => Ok(None),
+        // The IPv4 maps are new beside the pins of a version without them: created with
+        // the pinned capacities.
+        [Some(g), Some(s), Some(_), Some(_), Some(_)] | [Some(g), Some(s), Some(_), None, None] => {
+            Ok(Some((*g, *s)))
+        }
+        [None, None, None, None, None] => Ok(None),
         _ => Err(DatapathError::PinnedMap {
             path: dir.to_path_buf(),
             detail: "only some of msfilter's maps are pinned there; remove them to start afresh"

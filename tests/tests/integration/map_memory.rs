@@ -9,7 +9,7 @@ use msfilter::{
 };
 use msfilter_common::{
     Addr, GroupKey, Mode,
-    limits::{self, DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},
+    limits::{self, DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, InUse},
     maps::ipv4_mapped,
 };
 
@@ -48,9 +48,9 @@ fn full_maps_cost_what_the_budget_says_and_one_more_entry_is_refused() {
     let model = limits::map_memory(
         cpus,
         DEFAULT_MAX_GROUPS.into(),
-        0,
+        InUse::ipv4(0),
         DEFAULT_MAX_SOURCES.into(),
-        0,
+        InUse::ipv4(0),
     );
     println!("empty maps: kernel {g0} + {s0} + {r0} bytes, model {model:?}");
 
@@ -72,12 +72,13 @@ fn full_maps_cost_what_the_budget_says_and_one_more_entry_is_refused() {
 
     let (g, s, r) = dp.map_memory().unwrap();
     let kernel = g + s + r;
+    // The groups here are IPv4: they fill the IPv4 maps; the IPv6 ones stay empty.
     let here = limits::map_memory(
         cpus,
         DEFAULT_MAX_GROUPS.into(),
-        DEFAULT_MAX_GROUPS.into(),
+        InUse::ipv4(DEFAULT_MAX_GROUPS.into()),
         DEFAULT_MAX_SOURCES.into(),
-        DEFAULT_MAX_SOURCES.into(),
+        InUse::ipv4(DEFAULT_MAX_SOURCES.into()),
     );
     println!(
         "full maps ({} groups, {} sources) written in {fill:?}; kernel reports {:.1} MiB \
@@ -105,18 +106,18 @@ fn full_maps_cost_what_the_budget_says_and_one_more_entry_is_refused() {
     let at64 = limits::map_memory(
         64,
         DEFAULT_MAX_GROUPS.into(),
-        DEFAULT_MAX_GROUPS.into(),
+        InUse::ipv6(DEFAULT_MAX_GROUPS.into()),
         DEFAULT_MAX_SOURCES.into(),
-        DEFAULT_MAX_SOURCES.into(),
+        InUse::ipv6(DEFAULT_MAX_SOURCES.into()),
     );
     println!(
         "at full size: 2 CPUs {:.1} MiB, 64 CPUs {:.1} MiB (budget {:.0} MiB)",
         limits::map_memory(
             2,
             DEFAULT_MAX_GROUPS.into(),
-            DEFAULT_MAX_GROUPS.into(),
+            InUse::ipv6(DEFAULT_MAX_GROUPS.into()),
             DEFAULT_MAX_SOURCES.into(),
-            DEFAULT_MAX_SOURCES.into()
+            InUse::ipv6(DEFAULT_MAX_SOURCES.into())
         )
         .total() as f64
             / MIB,
