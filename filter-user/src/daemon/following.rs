@@ -437,6 +437,9 @@ impl Controller {
             unreachable: stats.unreachable,
             lost: stats.hooks.lost,
             untracked: stats.hooks.untracked,
+            full_rechecks: stats.full_rechecks,
+            group_checks: stats.group_checks,
+            seq_reads: stats.seq_reads,
         })
     }
 

@@ -201,6 +201,14 @@ pub struct FollowStatsView {
     /// could not track.
     pub lost: u64,
     pub untracked: u64,
+    /// Rechecks of every group, and groups judged (and option counters read) by the
+    /// rechecks after events, which judge only the groups those events touched.
+    #[serde(default)]
+    pub full_rechecks: u64,
+    #[serde(default)]
+    pub group_checks: u64,
+    #[serde(default)]
+    pub seq_reads: u64,
 }
 
 /// A persisted membership that could not be restored as persisted.

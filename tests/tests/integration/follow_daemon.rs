@@ -258,6 +258,9 @@ fn unmodified_receiver(tag: &str, family: Family) {
         "{f}"
     );
     assert!(f["events"].as_u64().unwrap() >= 2, "{f}");
+    // The start-up scan rechecked every group (the follow_latency test checks the
+    // incremental rechecks' counts).
+    assert!(f["full_rechecks"].as_u64().unwrap() >= 1, "{f}");
 
     let mut send = senders(&link, &plan);
     let before = dropped(&daemon);

@@ -390,7 +390,8 @@ fn stats_lines(out: &mut impl io::Write, stats: &StatsView) -> io::Result<()> {
         writeln!(
             out,
             "following {}: {} groups ({} complete), {} sockets; {} events, {} reads, {} scans, \
-             {} unreachable, {} events lost, {} untracked",
+             {} unreachable, {} events lost, {} untracked; {} full rechecks, {} groups checked \
+             after events",
             f.interfaces.join(", "),
             f.groups,
             f.complete,
@@ -400,7 +401,9 @@ fn stats_lines(out: &mut impl io::Write, stats: &StatsView) -> io::Result<()> {
             f.scans,
             f.unreachable,
             f.lost,
-            f.untracked
+            f.untracked,
+            f.full_rechecks,
+            f.group_checks
         )?;
     }
     writeln!(
