@@ -39,7 +39,7 @@ pub const DROP: &str = "msfilter drop path";
 pub const PASS: &str = "msfilter pass path";
 /// Cached lookups by key width (one frame repeated), IPv4 frames.
 pub const KEY4: &str = "lookup, 4-byte key";
-pub const KEY20: &str = "lookup, 20-byte key (group)";
+pub const KEY20: &str = "lookup, 20-byte key (IPv6 group key)";
 
 pub(crate) fn group(shape: Shape, i: u32) -> Addr {
     let [_, a, b, c] = i.to_be_bytes();

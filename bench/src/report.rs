@@ -1126,7 +1126,9 @@ mod tests {
             }
         }
         costs.push(cost_row(Shape::Ipv4, 0, KEY4, 20.0));
-        costs.push(cost_row(Shape::Ipv4, 0, KEY20, 25.0));
+        costs.push(cost_row(Shape::Ipv4, 0, KEY20, 35.0));
+        costs.push(cost_row(Shape::Ipv6, 0, FLOOR, 5.0));
+        costs.push(cost_row(Shape::Ipv6, 0, BARE, 50.0));
         let mut rows = Vec::new();
         for profile in Profile::ALL {
             let extra = if profile == Profile::Conntrack {
@@ -1342,12 +1344,22 @@ mod tests {
             "{v4}"
         );
         let widths = lines.iter().find(|l| l.starts_with("Key width")).unwrap();
-        // Floor 4: 16, 21, 26 above it; +5 and +10 over the 4-byte key.
+        // IPv4 floor 4: 16 (4 bytes), 26 (12), 31 (20) above it; IPv6 floor 5: 45 (40).
         assert!(
-            widths.contains("16.0 ns above the floor with a 4-byte key"),
+            widths.contains(
+                "16.0 ns above the floor with a 4-byte key, 26.0 ns with msfilter's 12-byte \
+                 IPv4 source key, 31.0 ns with a 20-byte key"
+            ),
             "{widths}"
         );
-        assert!(widths.contains("adds 5.0 ns (20 bytes) and 10.0 ns (40 bytes)"));
+        assert!(
+            widths.contains("45.0 ns with the 40-byte IPv6 source key"),
+            "{widths}"
+        );
+        assert!(
+            widths.contains("adds 10.0 ns (12 bytes), 15.0 ns (20 bytes) and 29.0 ns (40 bytes)"),
+            "{widths}"
+        );
         // Within the target the sentence says so, with the new figure.
         let r = report(60.0, 70.0, 0.0);
         let v4 = breakdown(&r).into_iter().next().unwrap();
