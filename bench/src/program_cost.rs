@@ -129,6 +129,15 @@ pub fn run(settings: &Settings) -> Result<Vec<CostRow>> {
                 reference.fill_u32_lookup(u32::from_be_bytes([a, b, c, d]))?;
                 bare_filled = true;
             }
+            if family == Shape::Ipv6 {
+                // The cached run's key for the 40-byte bare lookup (its map holds no other).
+                reference.fill_lookup(&[SourceKey::new(
+                    LOOPBACK,
+                    0,
+                    group(family, 0),
+                    source(family, 0, true),
+                )])?;
+            }
             let shapes: &[Shape] = if family == Shape::Ipv4 {
                 &[Shape::Ipv4, Shape::Ipv4Vlan]
             } else {
@@ -225,6 +234,10 @@ fn cached(
             runs[1].push(repeated(reference::LOOKUP, &drop_frame)?);
             runs[4].push(repeated(reference::LOOKUP_U32, &drop_frame)?);
             runs[5].push(repeated(reference::LOOKUP_GROUP, &drop_frame)?);
+        }
+        if shape == Shape::Ipv6 {
+            // The 40-byte key, for the key-width comparison.
+            runs[1].push(repeated(reference::LOOKUP6, &drop_frame)?);
         }
         runs[2].push(dp.test_run_repeat(&drop_frame, None, REPEAT)?.1.as_nanos() as f64);
         runs[3].push(dp.test_run_repeat(&pass_frame, None, REPEAT)?.1.as_nanos() as f64);
