@@ -420,3 +420,60 @@ fn multicast_forwarding_stops_dropping_that_family() {
     wait_dropping(&daemon, &mut to_v4, "IPv4 after the router left");
     assert_eq!(label(&daemon), "IPv4 and IPv6 unjoined groups dropped");
 }
+
+/// `drop-unjoined = true` in the configuration: the daemon drops unjoined groups from the
+/// start; a reload without it stops, a reload with it starts again; without `follow` the
+/// file is refused, naming the line, and nothing changes.
+#[test]
+fn the_configuration_file_turns_it_on_and_off() {
+    let link = Link::new("duc", &["10.99.0.1/24"]).unwrap();
+    let tx = link.sender.ifindex(&link.tx).unwrap();
+    let mut to_unjoined = Sender::new(&link.sender, ip("10.99.0.1"), ip("232.60.2.1"), tx, 32);
+    let config = msfilter_testbed::daemon::TempDir::new("ducfg").unwrap();
+    let path = config.path().join("msfilter.toml");
+    let on = "[interface.rx0]\nfollow = true\ndrop-unjoined = true\n";
+    std::fs::write(&path, on).unwrap();
+    let path_arg = path.to_str().unwrap().to_string();
+    let daemon = Daemon::start(&link.receiver, &["--config", &path_arg]).unwrap();
+    let label = |daemon: &Daemon| daemon.cli_json(&["owner", "rx0", "-j"])["drop_unjoined"].clone();
+    assert_eq!(label(&daemon), "IPv4 and IPv6 unjoined groups dropped");
+    wait_dropping(&daemon, &mut to_unjoined, "from the configuration");
+
+    std::fs::write(&path, "[interface.rx0]\nfollow = true\n").unwrap();
+    let reloaded = daemon.cli_json(&["reload", "-j"]);
+    assert_eq!(
+        reloaded["changes"],
+        serde_json::Value::from(vec!["rx0: no longer drops unjoined groups"]),
+        "{reloaded}"
+    );
+    assert!(label(&daemon).is_null());
+    let dropped = reason(&daemon, "unjoined-group");
+    send(&mut to_unjoined, N);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        reason(&daemon, "unjoined-group"),
+        dropped,
+        "nothing dropped"
+    );
+
+    // Without follow: refused, and still not dropping.
+    std::fs::write(&path, "[interface.rx0]\ndrop-unjoined = true\n").unwrap();
+    let out = daemon.cli(&["reload"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("line 2: drop-unjoined needs follow = true on rx0"),
+        "{}",
+        out.stderr
+    );
+    assert!(label(&daemon).is_null());
+
+    std::fs::write(&path, on).unwrap();
+    let reloaded = daemon.cli_json(&["reload", "-j"]);
+    assert_eq!(
+        reloaded["changes"],
+        serde_json::Value::from(vec!["rx0: drops unjoined groups"]),
+        "{reloaded}"
+    );
+    wait_dropping(&daemon, &mut to_unjoined, "after the reload");
+}
