@@ -215,16 +215,25 @@ pub fn targets(
                 met: Some(p - f <= 40.0),
             });
         }
-        if let (Some(p), Some(b)) = (
-            cost(costs, Shape::Ipv4, large, path),
-            cost(costs, Shape::Ipv4, large, BARE),
-        ) {
-            out.push(Target {
-                what: format!("program cost, {path}, IPv4, {large} pairs: vs the bare lookup"),
-                target: "≤ 1.2×".into(),
-                measured: format!("{p:.0} vs {b:.0} ns: {:.2}×", p / b),
-                met: Some(p <= 1.2 * b),
-            });
+        // Against one bare lookup of the same key: at 1,000 pairs (the size) and at
+        // the largest table.
+        let sizes = if small == large {
+            vec![small]
+        } else {
+            vec![small, large]
+        };
+        for pairs in sizes {
+            if let (Some(p), Some(b)) = (
+                cost(costs, Shape::Ipv4, pairs, path),
+                cost(costs, Shape::Ipv4, pairs, BARE),
+            ) {
+                out.push(Target {
+                    what: format!("program cost, {path}, IPv4, {pairs} pairs: vs the bare lookup"),
+                    target: "≤ 1.2×".into(),
+                    measured: format!("{p:.0} vs {b:.0} ns: {:.2}×", p / b),
+                    met: Some(p <= 1.2 * b),
+                });
+            }
         }
     }
     out.extend(trace_targets(trace));
@@ -1256,6 +1265,10 @@ mod tests {
         );
         assert!(!target(&r, "drop path, IPv4, 1000 pairs").met.unwrap());
         assert!(target(&r, "drop path, IPv4, 1048576 pairs").met.unwrap());
+        // Against the bare lookup at 1,000 pairs too: 95 vs 73 ns is 1.30×.
+        let bare_1k = target(&r, "drop path, IPv4, 1000 pairs: vs the bare lookup");
+        assert_eq!(bare_1k.measured, "95 vs 73 ns: 1.30×");
+        assert_eq!(bare_1k.met, Some(false));
         // 10 ns above the floor: within 25 ns and a tenth of 150 and 200; include at +12.
         let r = report(60.0, 70.0, 0.0);
         assert!(
@@ -1269,6 +1282,11 @@ mod tests {
             "1 pair: +12 ns; 1000 pairs: +12 ns"
         );
         assert!(target(&r, "drop path, IPv4, 1000 pairs").met.unwrap());
+        assert!(
+            target(&r, "drop path, IPv4, 1000 pairs: vs the bare lookup")
+                .met
+                .unwrap()
+        );
     }
 
     #[test]
