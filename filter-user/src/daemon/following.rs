@@ -55,6 +55,9 @@ const LEASE_RENEWAL: Duration = Duration::from_millis(250);
 pub(super) struct Unjoined {
     flags: BTreeMap<u32, u32>,
     renewed: Option<Instant>,
+    /// The bits each interface's `mc_forwarding` allows, and when they were read: read at
+    /// most once per renewal, not at every follower run.
+    allowed: BTreeMap<u32, (Instant, u32)>,
 }
 
 /// What the server's loop needs to drive the follower: its events' descriptor (a duplicate;
@@ -295,6 +298,13 @@ impl Controller {
     /// follower keeps its joined groups in the maps; the gate is settled up to the
     /// follower's count and the lease renewed.
     pub(super) fn sync_unjoined(&mut self) {
+        if self.drop_unjoined.is_empty()
+            && self.unjoined.flags.is_empty()
+            && self.unjoined.renewed.is_none()
+        {
+            return;
+        }
+        let now = Instant::now();
         let mut want: BTreeMap<u32, u32> = BTreeMap::new();
         if let Some(f) = &self.follow {
             for &ifindex in f.follower.interfaces() {
@@ -306,17 +316,25 @@ impl Controller {
                 {
                     continue;
                 }
-                let forwarding = iface::forwarding::mc_forwarding(&name);
-                let mut bits = 0;
-                if !forwarding.ipv4 {
-                    bits |= DROP_IPV4;
-                }
-                if !forwarding.ipv6 {
-                    bits |= DROP_IPV6;
-                }
+                let bits = match self.unjoined.allowed.get(&ifindex) {
+                    Some((at, bits)) if now < *at + LEASE_RENEWAL => *bits,
+                    _ => {
+                        let forwarding = iface::forwarding::mc_forwarding(&name);
+                        let mut bits = 0;
+                        if !forwarding.ipv4 {
+                            bits |= DROP_IPV4;
+                        }
+                        if !forwarding.ipv6 {
+                            bits |= DROP_IPV6;
+                        }
+                        self.unjoined.allowed.insert(ifindex, (now, bits));
+                        bits
+                    }
+                };
                 want.insert(ifindex, bits);
             }
         }
+        self.unjoined.allowed.retain(|i, _| want.contains_key(i));
         // The follower keeps the joined groups of these interfaces in the maps; an
         // interface that starts dropping gets them written before its bits.
         let mut newly = false;

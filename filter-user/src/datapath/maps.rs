@@ -200,12 +200,12 @@ impl FilterMaps {
     }
 
     fn read_back(&mut self) -> Result<()> {
-        let mut keys: Vec<GroupKey> = all_keys::<GroupKey>(self.groups_fd(), GROUPS_MAP)?;
         // IPv4 groups in the wide maps were written by a version without the IPv4 maps: the
         // program no longer looks there. Drop them; the owner writes them again.
-        let (moved, wide): (Vec<GroupKey>, Vec<GroupKey>) =
-            keys.drain(..).partition(|k| GroupKey4::of(k).is_some());
-        keys = wide;
+        let (moved, mut keys): (Vec<GroupKey>, Vec<GroupKey>) =
+            all_keys::<GroupKey>(self.groups_fd(), GROUPS_MAP)?
+                .into_iter()
+                .partition(|k| GroupKey4::of(k).is_some());
         for key in &moved {
             sys::delete(self.groups_fd(), bytemuck::bytes_of(key)).map_err(map_err(
                 GROUPS_MAP,
@@ -493,20 +493,7 @@ impl FilterMaps {
 
 /// Every key of a map.
 fn all_keys<K: bytemuck::Pod + Default>(fd: BorrowedFd<'_>, map: &'static str) -> Result<Vec<K>> {
-    let mut keys = Vec::new();
-    let mut key = K::default();
-    let mut prev: Option<K> = None;
-    while sys::next_key(
-        fd,
-        prev.as_ref().map(bytemuck::bytes_of),
-        bytemuck::bytes_of_mut(&mut key),
-    )
-    .map_err(map_err(map, "listing keys"))?
-    {
-        keys.push(key);
-        prev = Some(key);
-    }
-    Ok(keys)
+    sys::keys(fd).map_err(map_err(map, "listing keys"))
 }
 
 /// Insert new source entries with zero counters, a batch syscall per [`BATCH`] keys.

@@ -176,6 +176,22 @@ pub(crate) fn next_key(
     }
 }
 
+/// Every key of a map, in the kernel's order.
+pub(crate) fn keys<K: bytemuck::Pod + Default>(fd: BorrowedFd<'_>) -> io::Result<Vec<K>> {
+    let mut keys = Vec::new();
+    let mut key = K::default();
+    let mut prev: Option<K> = None;
+    while next_key(
+        fd,
+        prev.as_ref().map(bytemuck::bytes_of),
+        bytemuck::bytes_of_mut(&mut key),
+    )? {
+        keys.push(key);
+        prev = Some(key);
+    }
+    Ok(keys)
+}
+
 /// A batch command that stopped early: how many elements it had processed, and why.
 #[derive(Debug)]
 pub(crate) struct BatchError {

@@ -101,22 +101,13 @@ impl Datapath {
     pub fn unjoined(&self) -> Result<BTreeMap<u32, u32>> {
         let fd = self.unjoined.flags_fd();
         let mut out = BTreeMap::new();
-        let mut key = 0u32;
-        let mut prev: Option<u32> = None;
-        while sys::next_key(
-            fd,
-            prev.as_ref().map(bytemuck::bytes_of),
-            bytemuck::bytes_of_mut(&mut key),
-        )
-        .map_err(map_err(UNJOINED_MAP, "listing keys"))?
-        {
+        for key in sys::keys::<u32>(fd).map_err(map_err(UNJOINED_MAP, "listing keys"))? {
             let mut flags = 0u32;
             if sys::lookup(fd, &key.to_ne_bytes(), bytemuck::bytes_of_mut(&mut flags))
                 .map_err(map_err(UNJOINED_MAP, "lookup"))?
             {
                 out.insert(key, flags);
             }
-            prev = Some(key);
         }
         Ok(out)
     }

@@ -38,16 +38,7 @@ impl VlanMap {
             map,
             mirror: BTreeMap::new(),
         };
-        let mut key = VlanKey::default();
-        let mut prev: Option<VlanKey> = None;
-        while sys::next_key(
-            this.fd(),
-            prev.as_ref().map(bytemuck::bytes_of),
-            bytemuck::bytes_of_mut(&mut key),
-        )
-        .map_err(map_err("listing keys"))?
-        {
-            prev = Some(key);
+        for key in sys::keys::<VlanKey>(this.fd()).map_err(map_err("listing keys"))? {
             let mut sub = 0u32;
             if sys::lookup(
                 this.fd(),
