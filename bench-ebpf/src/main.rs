@@ -143,7 +143,7 @@ fn ipv4_addresses(ctx: &XdpContext) -> Option<([u8; 4], [u8; 4])> {
 fn try_lookup(ctx: &XdpContext) -> Option<bool> {
     let (src, dst) = ipv4_addresses(ctx)?;
     let key = SourceKey4 {
-        ifindex_generation: ctx.ingress_ifindex() as u32,
+        ifindex: ctx.ingress_ifindex() as u32,
         group: dst,
         source: src,
     };
@@ -164,7 +164,7 @@ fn try_lookup6(ctx: &XdpContext) -> Option<bool> {
             *((start + 38) as *const [u8; 16]),
         )
     };
-    let key = SourceKey::new(ctx.ingress_ifindex() as u32, 0, dst, src);
+    let key = SourceKey::new(ctx.ingress_ifindex() as u32, dst, src);
     Some(found(BENCH_LOOKUP.get_ptr(key).is_some()))
 }
 

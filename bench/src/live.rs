@@ -426,7 +426,6 @@ impl Bed {
             Variant::Bare => {
                 let key = SourceKey::new(
                     rx,
-                    0,
                     addr_of(group_addr(shape, 0)),
                     addr_of(source_addr(shape, policy.probe())),
                 );

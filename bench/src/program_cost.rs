@@ -118,7 +118,7 @@ pub fn run(settings: &Settings) -> Result<Vec<CostRow>> {
                 let keys: Vec<SourceKey> = (0..groups)
                     .flat_map(|g| {
                         (0..per).map(move |s| {
-                            SourceKey::new(LOOPBACK, 0, group(family, g), source(family, s, true))
+                            SourceKey::new(LOOPBACK, group(family, g), source(family, s, true))
                         })
                     })
                     .collect();
@@ -130,10 +130,9 @@ pub fn run(settings: &Settings) -> Result<Vec<CostRow>> {
                 bare_filled = true;
             }
             if family == Shape::Ipv6 {
-                // The cached run's key for the 40-byte bare lookup (its map holds no other).
+                // The cached run's key for the 36-byte bare lookup (its map holds no other).
                 reference.fill_lookup(&[SourceKey::new(
                     LOOPBACK,
-                    0,
                     group(family, 0),
                     source(family, 0, true),
                 )])?;
@@ -236,7 +235,7 @@ fn cached(
             runs[5].push(repeated(reference::LOOKUP_GROUP, &drop_frame)?);
         }
         if shape == Shape::Ipv6 {
-            // The 40-byte key, for the key-width comparison.
+            // The 36-byte key, for the key-width comparison.
             runs[1].push(repeated(reference::LOOKUP6, &drop_frame)?);
         }
         runs[2].push(dp.test_run_repeat(&drop_frame, None, REPEAT)?.1.as_nanos() as f64);

@@ -2,22 +2,39 @@
 
 use core::mem::size_of;
 
-use crate::maps::{Counter, GroupKey, GroupKey4, GroupValue, SourceKey, SourceKey4, SourceValue};
+use crate::maps::{
+    Counter, GroupKey, GroupKey4, GroupValue, Retired, SourceKey, SourceKey4, SourceValue,
+};
 use crate::verdict::Reason;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "msfilter";
 
-/// Groups map: `GroupKey` → per-CPU `GroupValue` (mode, generation, per-group counters), for
-/// IPv6 groups.
+/// Groups map: `GroupKey` → per-CPU `GroupValue` (mode, publication epoch, counters of the
+/// frames without a pair entry), for IPv6 groups.
 pub const GROUPS_MAP: &str = "MSF_GROUPS";
-/// Sources map: `SourceKey` → `SourceValue` (listed sources with their counters), for IPv6
-/// groups.
-pub const SOURCES_MAP: &str = "MSF_SOURCES";
+/// Pairs map: `SourceKey` → `SourceValue` (listed sources, each with the mode it is listed
+/// under and its counters), for IPv6 groups. The program looks here first: a listed source's
+/// frame is judged by this one lookup.
+pub const SOURCES_MAP: &str = "MSF_PAIRS";
 /// The groups map of IPv4 groups, keyed by the 8-byte `GroupKey4`.
 pub const GROUPS4_MAP: &str = "MSF_GROUPS4";
-/// The sources map of IPv4 groups, keyed by the 12-byte `SourceKey4`.
-pub const SOURCES4_MAP: &str = "MSF_SOURCES4";
+/// The pairs map of IPv4 groups, keyed by the 12-byte `SourceKey4`.
+pub const SOURCES4_MAP: &str = "MSF_PAIRS4";
+/// The sources maps of the earlier layout (keys with a generation, values without a mode).
+/// A daemon that finds them pinned copies their entries into the pairs maps.
+pub const LEGACY_SOURCES_MAPS: [&str; 2] = ["MSF_SOURCES", "MSF_SOURCES4"];
+/// Array of one `u32`: the publication epoch. Userspace increments it after writing the pair
+/// entries of a group it is about to publish (a new group, or a mode switch), then writes
+/// the group with `GroupValue::published` set to the new epoch. The program reads the epoch
+/// before its pair lookup; a frame that found no pair entry but a group published after its
+/// epoch looks for the pair again, so it never judges a fresh group state by a pair table
+/// read before that state's entries were written.
+pub const EPOCH_MAP: &str = "MSF_EPOCH";
+/// `GroupKey` → `Retired`: what the pair entries that no longer exist had counted, so that a
+/// group's counters never go backwards when a source leaves its list. Written by userspace
+/// only; the program never reads it.
+pub const RETIRED_MAP: &str = "MSF_RETIRED";
 /// Per-CPU array indexed by [`Reason`]: how many frames were passed or dropped for each reason.
 pub const REASONS_MAP: &str = "MSF_REASONS";
 /// VLAN map: `VlanKey` (parent interface, VLAN id) → `u32` index of the 802.1Q sub-interface
@@ -28,8 +45,7 @@ pub const MAX_VLANS: u32 = 4096;
 
 /// Default capacity of the groups map (settable at load time).
 pub const DEFAULT_MAX_GROUPS: u32 = 65_536;
-/// Default capacity of the sources map (settable at load time). A mode switch of a group
-/// briefly holds its new source list next to the old one, so leave headroom for that.
+/// Default capacity of the pairs map (settable at load time).
 pub const DEFAULT_MAX_SOURCES: u32 = 1_048_576;
 // The capacities the design promises.
 const _: () = assert!(DEFAULT_MAX_SOURCES >= 1_048_576 && DEFAULT_MAX_GROUPS >= 65_536);
@@ -92,6 +108,7 @@ pub const fn percpu_array_bytes(value_size: u64, entries: u64, cpus: u64) -> u64
 /// Kernel memory of msfilter's maps, by map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapMemory {
+    /// The groups maps and the retired counters (one entry per group at most).
     pub groups: u64,
     pub sources: u64,
     pub reasons: u64,
@@ -109,16 +126,32 @@ impl MapMemory {
 pub struct InUse {
     pub ipv4: u64,
     pub ipv6: u64,
+    /// Retired-counter entries (groups only: groups whose list lost a source).
+    pub retired: u64,
 }
 
 impl InUse {
     pub const fn ipv4(n: u64) -> Self {
-        Self { ipv4: n, ipv6: 0 }
+        Self {
+            ipv4: n,
+            ipv6: 0,
+            retired: 0,
+        }
     }
 
     /// The larger case: all of them IPv6.
     pub const fn ipv6(n: u64) -> Self {
-        Self { ipv4: 0, ipv6: n }
+        Self {
+            ipv4: 0,
+            ipv6: n,
+            retired: 0,
+        }
+    }
+
+    /// With `n` retired-counter entries too (groups).
+    #[must_use]
+    pub const fn retired(self, n: u64) -> Self {
+        Self { retired: n, ..self }
     }
 }
 
@@ -146,6 +179,13 @@ pub const fn map_memory(
             true,
             max_groups,
             groups.ipv4,
+            cpus,
+        ) + hash_map_bytes(
+            size_of::<GroupKey>() as u64,
+            size_of::<Retired>() as u64,
+            false,
+            max_groups,
+            groups.retired,
             cpus,
         ),
         sources: hash_map_bytes(
@@ -182,7 +222,7 @@ mod tests {
     fn full(cpus: u64) -> MapMemory {
         let g = DEFAULT_MAX_GROUPS as u64;
         let s = DEFAULT_MAX_SOURCES as u64;
-        map_memory(cpus, g, InUse::ipv6(g), s, InUse::ipv6(s))
+        map_memory(cpus, g, InUse::ipv6(g).retired(g), s, InUse::ipv6(s))
     }
 
     #[test]
@@ -203,9 +243,11 @@ mod tests {
         assert_eq!(full(2).sources, full(64).sources);
         assert!(full(64).groups > full(2).groups);
         assert!(full(64).total() <= MEMORY_BUDGET_64_CPUS, "{:?}", full(64));
-        // An empty map costs only its buckets (two maps: IPv4 and IPv6).
+        // An empty map costs only its buckets (two maps: IPv4 and IPv6; three for groups,
+        // with the retired counters).
         let empty = map_memory(64, 65_536, InUse::ipv4(0), 1_048_576, InUse::ipv4(0));
         assert_eq!(empty.sources, 2 * (HTAB_STRUCT + 1_048_576 * HTAB_BUCKET));
+        assert_eq!(empty.groups, 3 * (HTAB_STRUCT + 65_536 * HTAB_BUCKET));
         // An IPv4 entry costs less than an IPv6 one.
         let v4 = map_memory(2, 65_536, InUse::ipv4(10), 1_048_576, InUse::ipv4(10));
         let v6 = map_memory(2, 65_536, InUse::ipv6(10), 1_048_576, InUse::ipv6(10));

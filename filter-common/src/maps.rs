@@ -23,13 +23,10 @@ pub enum Mode {
     Exclude = 1,
 }
 
-/// The mode and the active source-entry generation of a group, packed in one byte.
+/// The filter mode of a group, in one byte (bit 0: 1 = EXCLUDE; the other bits are zero).
 ///
-/// One byte so that a reader on another CPU never sees a torn mode/generation pair while
-/// userspace rewrites the per-CPU values. Bit 0: mode (1 = EXCLUDE); bit 1: generation.
-/// The generation lets userspace switch a group's mode *and* its whole source list in
-/// one map write: the new list is written under the other generation first, then this byte
-/// flips, then the old generation's entries are deleted.
+/// One byte so that a reader on another CPU never sees a torn value while userspace rewrites
+/// the per-CPU values.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
@@ -37,15 +34,13 @@ pub struct GroupState(pub u8);
 
 impl GroupState {
     const EXCLUDE_BIT: u8 = 0b01;
-    const GENERATION_BIT: u8 = 0b10;
 
     #[inline(always)]
-    pub const fn new(mode: Mode, generation: u8) -> Self {
-        let mode_bit = match mode {
-            Mode::Include => 0,
-            Mode::Exclude => Self::EXCLUDE_BIT,
-        };
-        Self(mode_bit | ((generation & 1) << 1))
+    pub const fn new(mode: Mode) -> Self {
+        match mode {
+            Mode::Include => Self(0),
+            Mode::Exclude => Self(Self::EXCLUDE_BIT),
+        }
     }
 
     #[inline(always)]
@@ -55,12 +50,6 @@ impl GroupState {
         } else {
             Mode::Include
         }
-    }
-
-    /// The generation (0 or 1) whose source entries are in force.
-    #[inline(always)]
-    pub const fn generation(self) -> u8 {
-        (self.0 & Self::GENERATION_BIT) >> 1
     }
 }
 
@@ -111,54 +100,60 @@ impl GroupKey {
     }
 }
 
-/// Value of the groups map (a per-CPU map: each CPU has its own copy).
+/// Value of the groups map (a per-CPU map: each CPU has its own copy). The program reads it
+/// only for frames whose source has no pair entry ([`SourceValue`]).
 ///
-/// The mode lives next to the per-group counters so that the one lookup that finds the
-/// group's mode also yields this CPU's counters. Userspace writes `state` into every CPU's
-/// copy at once.
+/// Userspace writes `state` and `published` into every CPU's copy at once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct GroupValue {
     pub state: GroupState,
-    pub reserved: [u8; 7],
-    /// Packets of this group that XDP passed (after the group was found).
+    pub reserved: [u8; 3],
+    /// The publication epoch (`limits::EPOCH_MAP`) of the write that last set `state`
+    /// together with new pair entries. A frame that began in an earlier epoch and found no
+    /// pair entry looks again (see `limits::EPOCH_MAP`).
+    pub published: u32,
+    /// Frames of this group without a pair entry that XDP passed.
     pub passed: Counter,
-    /// Packets of this group that XDP dropped.
+    /// Frames of this group without a pair entry that XDP dropped.
     pub dropped: Counter,
 }
 
 impl GroupValue {
-    pub const fn new(state: GroupState) -> Self {
+    pub const fn new(state: GroupState, published: u32) -> Self {
         Self {
             state,
-            reserved: [0; 7],
+            reserved: [0; 3],
+            published,
             passed: Counter::ZERO,
             dropped: Counter::ZERO,
         }
     }
 }
 
-/// Key of the sources map: one listed source of a group on an interface, in one generation.
+/// Whether a group value was published after `epoch` (the epoch a frame began in). Epochs
+/// wrap; a frame lasts far fewer than 2³¹ publications.
+#[inline(always)]
+pub const fn published_after(published: u32, epoch: u32) -> bool {
+    (published.wrapping_sub(epoch) as i32) > 0
+}
+
+/// Key of the pairs map: one listed source of a group on an interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct SourceKey {
     pub ifindex: u32,
-    /// 0 or 1; must equal the group's [`GroupState::generation`] to be in force.
-    pub generation: u8,
-    pub reserved: [u8; 3],
     pub group: Addr,
     pub source: Addr,
 }
 
 impl SourceKey {
     #[inline(always)]
-    pub const fn new(ifindex: u32, generation: u8, group: Addr, source: Addr) -> Self {
+    pub const fn new(ifindex: u32, group: Addr, source: Addr) -> Self {
         Self {
             ifindex,
-            generation,
-            reserved: [0; 3],
             group,
             source,
         }
@@ -196,30 +191,22 @@ impl GroupKey4 {
     }
 }
 
-/// Key of the IPv4 sources map: [`SourceKey`] of an IPv4 group, 12 bytes instead of 40. The
-/// generation is bit 31 of the first word ([`SourceKey4::GENERATION_BIT`]): interface indexes
-/// are positive C `int`s, so that bit is free.
+/// Key of the IPv4 pairs map: [`SourceKey`] of an IPv4 group, 12 bytes instead of 36.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct SourceKey4 {
-    pub ifindex_generation: u32,
+    pub ifindex: u32,
     pub group: [u8; 4],
     pub source: [u8; 4],
 }
 
 impl SourceKey4 {
-    pub const GENERATION_BIT: u32 = 1 << 31;
-
-    /// The IPv4 form of `key`, if its group and source are IPv4 (and its interface index
-    /// leaves bit 31 free, as every kernel index does).
+    /// The IPv4 form of `key`, if its group and source are IPv4.
     pub const fn of(key: &SourceKey) -> Option<Self> {
-        if key.ifindex & Self::GENERATION_BIT != 0 {
-            return None;
-        }
         match (ipv4_unmapped(&key.group), ipv4_unmapped(&key.source)) {
             (Some(group), Some(source)) => Some(Self {
-                ifindex_generation: key.ifindex | ((key.generation as u32 & 1) << 31),
+                ifindex: key.ifindex,
                 group,
                 source,
             }),
@@ -229,18 +216,45 @@ impl SourceKey4 {
 
     pub const fn key(&self) -> SourceKey {
         SourceKey::new(
-            self.ifindex_generation & !Self::GENERATION_BIT,
-            (self.ifindex_generation >> 31) as u8,
+            self.ifindex,
             ipv4_mapped(self.group),
             ipv4_mapped(self.source),
         )
     }
 }
 
-/// Value of the sources map: packets matching this entry (dropped in EXCLUDE mode, passed in
-/// INCLUDE mode). Shared by all CPUs and incremented with atomic adds: one source's flow
-/// normally stays on one receive queue, so the cache line rarely moves.
-pub type SourceValue = Counter;
+/// Value of the pairs map: the mode under which the group lists this source (so the entry
+/// alone decides the frame: EXCLUDE drops, INCLUDE passes) and the frames it matched. Shared
+/// by all CPUs and incremented with atomic adds: one source's flow normally stays on one
+/// receive queue, so the cache line rarely moves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct SourceValue {
+    pub listed: GroupState,
+    pub reserved: [u8; 7],
+    pub matched: Counter,
+}
+
+impl SourceValue {
+    pub const fn new(mode: Mode) -> Self {
+        Self {
+            listed: GroupState::new(mode),
+            reserved: [0; 7],
+            matched: Counter::ZERO,
+        }
+    }
+}
+
+/// Value of the retired-counters map (`limits::RETIRED_MAP`): frames counted by a group's
+/// pair entries that were since deleted or relisted, by verdict.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Retired {
+    pub passed: Counter,
+    pub dropped: Counter,
+}
 
 /// Key of the VLAN map ([`crate::limits::VLANS_MAP`]): a VLAN on the interface the program
 /// runs on (the parent of an 802.1Q sub-interface). The value is the sub-interface's index:
@@ -268,26 +282,23 @@ impl VlanKey {
 }
 
 /// Offsets the XDP program relies on when it writes keys as 32-bit words (every address
-/// field is 4-byte aligned; the generation byte and its three reserved bytes form one word).
+/// field is 4-byte aligned).
 pub mod word_offsets {
     use core::mem::offset_of;
 
     use super::{GroupKey, GroupKey4, SourceKey, SourceKey4, VlanKey};
 
     pub const GROUP_KEY_GROUP: usize = offset_of!(GroupKey, group);
-    pub const SOURCE_KEY_GENERATION: usize = offset_of!(SourceKey, generation);
     pub const SOURCE_KEY_GROUP: usize = offset_of!(SourceKey, group);
     pub const SOURCE_KEY_SOURCE: usize = offset_of!(SourceKey, source);
 
     const _: () = assert!(GROUP_KEY_GROUP == 4 && size_of::<GroupKey>() == 20);
-    const _: () = assert!(SOURCE_KEY_GENERATION == 4 && offset_of!(SourceKey, reserved) == 5);
-    const _: () = assert!(SOURCE_KEY_GROUP == 8 && SOURCE_KEY_SOURCE == 24);
-    const _: () = assert!(size_of::<SourceKey>() == 40);
+    const _: () = assert!(SOURCE_KEY_GROUP == 4 && SOURCE_KEY_SOURCE == 20);
+    const _: () = assert!(size_of::<SourceKey>() == 36);
     // VlanKey as two words: ifindex, then the VLAN id in the low half (little-endian).
     pub const VLAN_KEY_VID: usize = offset_of!(VlanKey, vid);
     const _: () = assert!(VLAN_KEY_VID == 4 && size_of::<VlanKey>() == 8);
-    // The IPv4 keys as two and three words: ifindex (with the generation in bit 31), group,
-    // source.
+    // The IPv4 keys as two and three words: ifindex, group, source.
     const _: () = assert!(offset_of!(GroupKey4, group) == 4 && size_of::<GroupKey4>() == 8);
     const _: () =
         assert!(offset_of!(SourceKey4, group) == 4 && offset_of!(SourceKey4, source) == 8);
@@ -333,6 +344,8 @@ mod pod {
     unsafe impl aya::Pod for super::GroupKey4 {}
     unsafe impl aya::Pod for super::SourceKey4 {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::SourceValue {}
+    unsafe impl aya::Pod for super::Retired {}
     unsafe impl aya::Pod for super::VlanKey {}
 }
 
@@ -346,8 +359,9 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         // Sum of field sizes == struct size means no padding anywhere.
         assert_eq!(size_of::<GroupKey>(), 4 + 16);
-        assert_eq!(size_of::<GroupValue>(), 1 + 7 + 16 + 16);
-        assert_eq!(size_of::<SourceKey>(), 4 + 1 + 3 + 16 + 16);
+        assert_eq!(size_of::<GroupValue>(), 1 + 3 + 4 + 16 + 16);
+        assert_eq!(size_of::<SourceKey>(), 4 + 16 + 16);
+        assert_eq!(size_of::<SourceValue>(), 1 + 7 + 16);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<VlanKey>(), 4 + 2 + 2);
         assert_eq!(size_of::<GroupState>(), 1);
@@ -361,32 +375,33 @@ mod tests {
         assert_eq!(size_of::<SourceKey4>(), 12);
         let g = ipv4_mapped([232, 1, 2, 3]);
         let s = ipv4_mapped([10, 0, 0, 9]);
-        for generation in [0, 1] {
-            let key = SourceKey::new(7, generation, g, s);
-            let k4 = SourceKey4::of(&key).unwrap();
-            assert_eq!(k4.key(), key);
-            assert_eq!(k4.ifindex_generation >> 31, u32::from(generation));
-        }
+        let key = SourceKey::new(7, g, s);
+        assert_eq!(SourceKey4::of(&key).unwrap().key(), key);
         let group = GroupKey::new(7, g);
         assert_eq!(GroupKey4::of(&group).unwrap().key(), group);
         let mut v6 = [0u8; 16];
         v6[0] = 0xff;
         assert_eq!(GroupKey4::of(&GroupKey::new(7, v6)), None);
-        assert_eq!(SourceKey4::of(&SourceKey::new(7, 0, v6, s)), None);
-        assert_eq!(SourceKey4::of(&SourceKey::new(1 << 31, 0, g, s)), None);
+        assert_eq!(SourceKey4::of(&SourceKey::new(7, v6, s)), None);
     }
 
     #[test]
     fn group_state_round_trips() {
         for mode in [Mode::Include, Mode::Exclude] {
-            for generation in [0, 1] {
-                let s = GroupState::new(mode, generation);
-                assert_eq!(s.mode(), mode);
-                assert_eq!(s.generation(), generation);
-            }
+            assert_eq!(GroupState::new(mode).mode(), mode);
         }
-        assert_eq!(GroupState::new(Mode::Exclude, 3).generation(), 1);
         assert_eq!(GroupState(0).mode(), Mode::Include);
+        // Bit 1 was an earlier layout's generation; it does not change the mode.
+        assert_eq!(GroupState(0b11).mode(), Mode::Exclude);
+    }
+
+    #[test]
+    fn publication_epochs_compare_across_the_wrap() {
+        assert!(published_after(5, 4));
+        assert!(!published_after(4, 4));
+        assert!(!published_after(3, 4));
+        assert!(published_after(1, u32::MAX));
+        assert!(!published_after(u32::MAX, 1));
     }
 
     #[test]

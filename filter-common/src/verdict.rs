@@ -25,9 +25,12 @@
 //!    VLAN sub-interface ([`Policy::vlan`]): then that sub-interface. Untagged frames, an
 //!    802.1ad outer tag and unmapped VLAN ids keep the ingress interface; inner tags never
 //!    count.
-//! 5. The group on the judging interface: absent → pass ([`Reason::Unmanaged`]), or drop
-//!    ([`Reason::Unjoined`]) where that interface drops unjoined groups ([`unjoined`]); otherwise
-//!    [`decide`] by mode and whether the source is listed in the group's active generation.
+//! 5. The (group, source) pair on the judging interface: listed → [`decide`] by the mode it is
+//!    listed under. Otherwise the group: absent → pass ([`Reason::Unmanaged`]), or drop
+//!    ([`Reason::Unjoined`]) where that interface drops unjoined groups ([`unjoined`]);
+//!    present → [`decide`] by the group's mode for an unlisted source. (Userspace keeps every
+//!    pair's mode equal to its group's, except for the instant of a mode switch, when each
+//!    pair still judges by the old list or already by the new one.)
 
 use crate::headers::{
     ETH_HLEN, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_ICMPV6, IPPROTO_PIM, IPV4_MIN_HLEN,
@@ -161,8 +164,8 @@ pub const fn decide(mode: Mode, listed: bool) -> Reason {
 pub trait Policy {
     /// The group's state on this interface, or `None` if the group is unmanaged there.
     fn group(&self, key: &GroupKey) -> Option<GroupState>;
-    /// Whether this source entry exists.
-    fn has_source(&self, key: &SourceKey) -> bool;
+    /// The mode under which this pair entry lists the source, if the entry exists.
+    fn source(&self, key: &SourceKey) -> Option<Mode>;
     /// The VLAN sub-interface whose entries judge this VLAN's frames on this interface, if
     /// one is mapped (the VLAN map).
     fn vlan(&self, key: &VlanKey) -> Option<u32>;
@@ -216,6 +219,9 @@ fn addressed<P: Policy + ?Sized>(
 
 fn judge<P: Policy + ?Sized>(frame: &[u8], ifindex: u32, policy: &P) -> Result<Reason, Reason> {
     let (ifindex, own, Addresses { group, source }) = addressed(frame, ifindex, policy)?;
+    if let Some(mode) = policy.source(&SourceKey::new(ifindex, group, source)) {
+        return Ok(decide(mode, true));
+    }
     let Some(state) = policy.group(&GroupKey::new(ifindex, group)) else {
         let flags = if own {
             policy.drops_unjoined(ifindex)
@@ -224,8 +230,7 @@ fn judge<P: Policy + ?Sized>(frame: &[u8], ifindex: u32, policy: &P) -> Result<R
         };
         return Ok(unjoined::decide(flags, &group, true));
     };
-    let listed = policy.has_source(&SourceKey::new(ifindex, state.generation(), group, source));
-    Ok(decide(state.mode(), listed))
+    Ok(decide(state.mode(), false))
 }
 
 fn byte(frame: &[u8], off: usize) -> Result<u8, Reason> {
@@ -360,7 +365,7 @@ fn ipv6(frame: &[u8], l3: usize) -> Result<Addresses, Reason> {
 #[cfg(test)]
 mod tests {
     extern crate std;
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashMap;
     use std::vec::Vec;
 
     use super::*;
@@ -369,7 +374,7 @@ mod tests {
     #[derive(Default)]
     struct Table {
         groups: HashMap<GroupKey, GroupState>,
-        sources: HashSet<SourceKey>,
+        sources: HashMap<SourceKey, Mode>,
         vlans: HashMap<VlanKey, u32>,
     }
 
@@ -377,8 +382,8 @@ mod tests {
         fn group(&self, key: &GroupKey) -> Option<GroupState> {
             self.groups.get(key).copied()
         }
-        fn has_source(&self, key: &SourceKey) -> bool {
-            self.sources.contains(key)
+        fn source(&self, key: &SourceKey) -> Option<Mode> {
+            self.sources.get(key).copied()
         }
         fn vlan(&self, key: &VlanKey) -> Option<u32> {
             self.vlans.get(key).copied()
@@ -421,10 +426,10 @@ mod tests {
     fn policy(mode: Mode, listed: &[[u8; 4]]) -> Table {
         let mut t = Table::default();
         let g = ipv4_mapped(G4);
-        t.groups
-            .insert(GroupKey::new(IF, g), GroupState::new(mode, 1));
+        t.groups.insert(GroupKey::new(IF, g), GroupState::new(mode));
         for s in listed {
-            t.sources.insert(SourceKey::new(IF, 1, g, ipv4_mapped(*s)));
+            t.sources
+                .insert(SourceKey::new(IF, g, ipv4_mapped(*s)), mode);
         }
         t
     }
@@ -444,14 +449,26 @@ mod tests {
     }
 
     #[test]
-    fn source_entries_of_the_inactive_generation_do_not_count() {
+    fn a_pair_entry_judges_by_its_own_mode() {
+        // The instant of a mode switch: the group is already INCLUDE, one pair still carries
+        // the EXCLUDE listing (about to be deleted), another the INCLUDE one; a pair entry
+        // decides even where no group entry exists (yet).
         let f = ipv4_frame(S4, G4, IPPROTO_UDP, 8);
+        let h = ipv4_frame(OTHER4, G4, IPPROTO_UDP, 8);
         let mut t = Table::default();
         let g = ipv4_mapped(G4);
         t.groups
-            .insert(GroupKey::new(IF, g), GroupState::new(Mode::Exclude, 0));
-        t.sources.insert(SourceKey::new(IF, 1, g, ipv4_mapped(S4)));
-        assert_eq!(verdict(&f, IF, &t).1, Reason::NotExcluded);
+            .insert(GroupKey::new(IF, g), GroupState::new(Mode::Include));
+        t.sources
+            .insert(SourceKey::new(IF, g, ipv4_mapped(S4)), Mode::Exclude);
+        assert_eq!(verdict(&f, IF, &t).1, Reason::Excluded);
+        assert_eq!(verdict(&h, IF, &t).1, Reason::NotIncluded);
+        t.sources
+            .insert(SourceKey::new(IF, g, ipv4_mapped(OTHER4)), Mode::Include);
+        assert_eq!(verdict(&h, IF, &t).1, Reason::Included);
+        t.groups.clear();
+        assert_eq!(verdict(&f, IF, &t).1, Reason::Excluded);
+        assert_eq!(verdict(&h, IF, &t).1, Reason::Included);
     }
 
     #[test]
@@ -493,8 +510,9 @@ mod tests {
         let mut t = policy(Mode::Exclude, &[S4]);
         let g = ipv4_mapped(G4);
         t.groups
-            .insert(GroupKey::new(SUB, g), GroupState::new(Mode::Include, 0));
-        t.sources.insert(SourceKey::new(SUB, 0, g, ipv4_mapped(S4)));
+            .insert(GroupKey::new(SUB, g), GroupState::new(Mode::Include));
+        t.sources
+            .insert(SourceKey::new(SUB, g, ipv4_mapped(S4)), Mode::Include);
         t.vlans.insert(VlanKey::new(IF, 100), SUB);
         let plain = ipv4_frame(S4, G4, IPPROTO_UDP, 8);
         let other = ipv4_frame(OTHER4, G4, IPPROTO_UDP, 8);

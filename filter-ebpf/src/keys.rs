@@ -6,7 +6,7 @@
 use msfilter_common::{GroupKey, GroupKey4, SourceKey, SourceKey4, VlanKey};
 
 #[cfg(target_endian = "big")]
-compile_error!("the generation word below assumes little-endian (bpfel)");
+compile_error!("the VLAN key word below assumes little-endian (bpfel)");
 
 /// An address as words: IPv6 as is, IPv4 as IPv4-mapped (`::ffff:a.b.c.d`).
 pub(crate) type Words = [u32; 4];
@@ -45,11 +45,10 @@ pub(crate) const fn group_key4(ifindex: u32, g: &Words) -> GroupKey4 {
 }
 
 #[inline(always)]
-pub(crate) const fn source_key4(ifindex: u32, generation: u8, g: &Words, s: &Words) -> SourceKey4 {
-    let first = ifindex | ((generation as u32 & 1) << 31);
-    // SAFETY: SourceKey4 is 12 bytes of plain data, 4-byte aligned, like [u32; 3]: ifindex
-    // with the generation in bit 31, group, source.
-    unsafe { core::mem::transmute::<[u32; 3], SourceKey4>([first, g[3], s[3]]) }
+pub(crate) const fn source_key4(ifindex: u32, g: &Words, s: &Words) -> SourceKey4 {
+    // SAFETY: SourceKey4 is 12 bytes of plain data, 4-byte aligned, like [u32; 3]: ifindex,
+    // group, source.
+    unsafe { core::mem::transmute::<[u32; 3], SourceKey4>([ifindex, g[3], s[3]]) }
 }
 
 #[inline(always)]
@@ -61,23 +60,11 @@ pub(crate) const fn group_key(ifindex: u32, g: &Words) -> GroupKey {
 }
 
 #[inline(always)]
-pub(crate) const fn source_key(ifindex: u32, generation: u8, g: &Words, s: &Words) -> SourceKey {
-    let words: [u32; 10] = [
-        ifindex,
-        // The generation byte and its three zero reserved bytes, little-endian.
-        generation as u32,
-        g[0],
-        g[1],
-        g[2],
-        g[3],
-        s[0],
-        s[1],
-        s[2],
-        s[3],
-    ];
-    // SAFETY: SourceKey is 40 bytes of plain data, 4-byte aligned, like [u32; 10]: ifindex,
-    // generation and reserved bytes, group, source.
-    unsafe { core::mem::transmute::<[u32; 10], SourceKey>(words) }
+pub(crate) const fn source_key(ifindex: u32, g: &Words, s: &Words) -> SourceKey {
+    let words: [u32; 9] = [ifindex, g[0], g[1], g[2], g[3], s[0], s[1], s[2], s[3]];
+    // SAFETY: SourceKey is 36 bytes of plain data, 4-byte aligned, like [u32; 9]: ifindex,
+    // group, source.
+    unsafe { core::mem::transmute::<[u32; 9], SourceKey>(words) }
 }
 
 #[inline(always)]

@@ -22,7 +22,7 @@ mod unjoined;
 mod vlan;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use msfilter_common::{Reason, Verdict, verdict::decide};
+use msfilter_common::{Reason, Verdict, maps::published_after, verdict::decide};
 
 use crate::parse::{Error, Frame};
 
@@ -52,48 +52,69 @@ fn try_msfilter(ctx: &XdpContext) -> Result<Verdict, Error> {
     Ok(reason.verdict())
 }
 
-/// The policy's reason for a multicast datagram, counted on its group and source entries.
+/// The policy's reason for a multicast datagram. A listed source is judged by its pair entry
+/// alone, one lookup; only a frame whose source has no pair entry looks up its group.
 #[inline(always)]
-fn judge(ifindex: u32, own: bool, Frame { group, source }: &Frame, len: u64) -> Reason {
+fn judge(ifindex: u32, own: bool, frame: &Frame, len: u64) -> Reason {
     // IPv4 groups live in maps with compact keys: every key byte is hashed and compared.
-    let ipv4 = keys::is_ipv4(group);
-    let group_value = if ipv4 {
-        maps::MSF_GROUPS4.get_ptr_mut(keys::group_key4(ifindex, group))
-    } else {
-        maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, group))
+    let ipv4 = keys::is_ipv4(&frame.group);
+    // The publication epoch this frame began in, read before the pair lookup
+    // (`limits::EPOCH_MAP`).
+    let epoch = match maps::MSF_EPOCH.get_ptr(0) {
+        // SAFETY: a successful lookup in an array map; userspace writes the u32 whole.
+        Some(epoch) => unsafe { core::ptr::read_volatile(epoch) },
+        None => 0,
     };
-    let Some(group_value) = group_value else {
-        return if own {
-            unjoined::judge(ifindex, group)
-        } else {
-            Reason::Unmanaged
-        };
-    };
-    // SAFETY: the pointer comes from a successful lookup in a per-CPU map: this CPU's copy,
-    // which nothing else writes while this program runs on this CPU.
-    let group_value = unsafe { &mut *group_value };
-    let state = group_value.state;
-
-    let generation = state.generation();
-    let source_value = if ipv4 {
-        maps::MSF_SOURCES4.get_ptr_mut(keys::source_key4(ifindex, generation, group, source))
-    } else {
-        maps::MSF_SOURCES.get_ptr_mut(keys::source_key(ifindex, generation, group, source))
-    };
-    let listed = match source_value {
-        Some(source_value) => {
-            counters::count_shared(source_value, len);
-            true
+    let mut looked_again = false;
+    let group_value = loop {
+        if let Some(reason) = listed(ipv4, ifindex, frame, len) {
+            return reason;
         }
-        None => false,
+        let group_value = if ipv4 {
+            maps::MSF_GROUPS4.get_ptr_mut(keys::group_key4(ifindex, &frame.group))
+        } else {
+            maps::MSF_GROUPS.get_ptr_mut(keys::group_key(ifindex, &frame.group))
+        };
+        let Some(group_value) = group_value else {
+            return if own {
+                unjoined::judge(ifindex, &frame.group)
+            } else {
+                Reason::Unmanaged
+            };
+        };
+        // SAFETY: the pointer comes from a successful lookup in a per-CPU map: this CPU's
+        // copy, which nothing else writes while this program runs on this CPU.
+        let group_value = unsafe { &mut *group_value };
+        // Published after this frame began: its pair entries may have been written after the
+        // lookup above missed. Look once more.
+        if looked_again || !published_after(group_value.published, epoch) {
+            break group_value;
+        }
+        looked_again = true;
     };
 
-    let reason = decide(state.mode(), listed);
+    let reason = decide(group_value.state.mode(), false);
     match reason.verdict() {
         Verdict::Pass => group_value.passed.add(len),
         Verdict::Drop => group_value.dropped.add(len),
     }
     reason
+}
+
+/// The reason given by the frame's pair entry, counted on it; `None` if the source is not
+/// listed.
+#[inline(always)]
+fn listed(ipv4: bool, ifindex: u32, Frame { group, source }: &Frame, len: u64) -> Option<Reason> {
+    let value = if ipv4 {
+        maps::MSF_PAIRS4.get_ptr_mut(keys::source_key4(ifindex, group, source))
+    } else {
+        maps::MSF_PAIRS.get_ptr_mut(keys::source_key(ifindex, group, source))
+    }?;
+    // SAFETY: a successful lookup's value pointer, valid for the program's run; userspace
+    // replaces values whole, and `listed` is one byte.
+    let (mode, matched) = unsafe { ((*value).listed.mode(), &raw mut (*value).matched) };
+    counters::count_shared(matched, len);
+    Some(decide(mode, true))
 }
 
 #[cfg(not(test))]

@@ -9,21 +9,22 @@ use aya_ebpf::{
 use msfilter_common::{
     Counter, GroupKey, GroupKey4, GroupValue, Reason, SourceKey, SourceKey4,
     limits::{DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES},
-    maps::SourceValue,
+    maps::{Retired, SourceValue},
     trace::{TRACE_RING_BYTES, TraceControl},
     unjoined::{GATE_ENTRIES, MAX_UNJOINED_INTERFACES},
 };
 
-/// `limits::GROUPS_MAP`: mode, generation and per-CPU counters of each managed group.
+/// `limits::GROUPS_MAP`: mode, publication epoch and per-CPU counters of each managed group.
 /// Not preallocated: memory follows the groups in use (the per-CPU values are the map's
 /// biggest cost on many-core hosts).
 #[map]
 pub(crate) static MSF_GROUPS: PerCpuHashMap<GroupKey, GroupValue> =
     PerCpuHashMap::with_max_entries(DEFAULT_MAX_GROUPS, BPF_F_NO_PREALLOC);
 
-/// `limits::SOURCES_MAP`: listed sources of each managed group, with shared counters.
+/// `limits::SOURCES_MAP`: listed sources of each managed group, each with the mode it is
+/// listed under and shared counters.
 #[map]
-pub(crate) static MSF_SOURCES: HashMap<SourceKey, SourceValue> =
+pub(crate) static MSF_PAIRS: HashMap<SourceKey, SourceValue> =
     HashMap::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_NO_PREALLOC);
 
 /// `limits::GROUPS4_MAP`: [`MSF_GROUPS`] for IPv4 groups, with 8-byte keys.
@@ -31,10 +32,20 @@ pub(crate) static MSF_SOURCES: HashMap<SourceKey, SourceValue> =
 pub(crate) static MSF_GROUPS4: PerCpuHashMap<GroupKey4, GroupValue> =
     PerCpuHashMap::with_max_entries(DEFAULT_MAX_GROUPS, BPF_F_NO_PREALLOC);
 
-/// `limits::SOURCES4_MAP`: [`MSF_SOURCES`] for IPv4 groups, with 12-byte keys.
+/// `limits::SOURCES4_MAP`: [`MSF_PAIRS`] for IPv4 groups, with 12-byte keys.
 #[map]
-pub(crate) static MSF_SOURCES4: HashMap<SourceKey4, SourceValue> =
+pub(crate) static MSF_PAIRS4: HashMap<SourceKey4, SourceValue> =
     HashMap::with_max_entries(DEFAULT_MAX_SOURCES, BPF_F_NO_PREALLOC);
+
+/// `limits::EPOCH_MAP`: the publication epoch, read before the pair lookup.
+#[map]
+pub(crate) static MSF_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
+
+/// `limits::RETIRED_MAP`: counters of deleted pair entries. Userspace's alone; declared here
+/// so that it is created and pinned with the others.
+#[map]
+pub(crate) static MSF_RETIRED: HashMap<GroupKey, Retired> =
+    HashMap::with_max_entries(DEFAULT_MAX_GROUPS, BPF_F_NO_PREALLOC);
 
 /// `limits::REASONS_MAP`: per-CPU packets and bytes by `Reason`.
 #[map]

@@ -11,15 +11,15 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use msfilter::datapath::{Capacities, Datapath, Installed, LoadOptions, monotonic_ns};
 use msfilter_common::{
-    Addr, GroupKey, GroupState, Policy, Reason, SourceKey, Verdict, VlanKey, maps::ipv4_unmapped,
-    unjoined, verdict::verdict,
+    Addr, GroupKey, GroupState, Mode, Policy, Reason, SourceKey, Verdict, VlanKey,
+    maps::ipv4_unmapped, unjoined, verdict::verdict,
 };
 
 use crate::netns::Netns;
 use crate::packet::hex;
 
 /// What the maps hold, as a policy for the model: the groups map's mirror and the VLAN map.
-/// A source entry counts only under the group's active generation, as in the kernel.
+/// A listed source's pair entry carries its group's mode, as userspace writes it.
 #[derive(Clone, Copy, Debug)]
 pub struct MapsPolicy<'a>(
     pub &'a BTreeMap<GroupKey, Installed>,
@@ -35,11 +35,11 @@ impl Policy for MapsPolicy<'_> {
         self.0.get(key).map(|installed| installed.state)
     }
 
-    fn has_source(&self, key: &SourceKey) -> bool {
-        self.0.get(&key.group_key()).is_some_and(|installed| {
-            installed.state.generation() == key.generation
-                && installed.sources.contains(&key.source)
-        })
+    fn source(&self, key: &SourceKey) -> Option<Mode> {
+        self.0
+            .get(&key.group_key())
+            .filter(|installed| installed.sources.contains(&key.source))
+            .map(|installed| installed.state.mode())
     }
 }
 
@@ -61,8 +61,8 @@ impl Policy for DatapathPolicy<'_> {
         self.maps.group(key)
     }
 
-    fn has_source(&self, key: &SourceKey) -> bool {
-        self.maps.has_source(key)
+    fn source(&self, key: &SourceKey) -> Option<Mode> {
+        self.maps.source(key)
     }
 
     fn drops_unjoined(&self, ifindex: u32) -> u32 {
@@ -187,7 +187,7 @@ pub fn addr_to_string(addr: &Addr) -> String {
     }
 }
 
-/// What the maps hold, one group per line: `if 3 232.1.1.1 EXCLUDE gen 1 {10.0.0.1, ...}`.
+/// What the maps hold, one group per line: `if 3 232.1.1.1 Exclude {10.0.0.1, ...}`.
 pub fn policy_summary(installed: &BTreeMap<GroupKey, Installed>) -> String {
     if installed.is_empty() {
         return "(no groups)".to_string();
@@ -197,11 +197,10 @@ pub fn policy_summary(installed: &BTreeMap<GroupKey, Installed>) -> String {
         let sources: Vec<_> = group.sources.iter().map(addr_to_string).collect();
         let _ = writeln!(
             out,
-            "if {} {} {:?} gen {} {{{}}}",
+            "if {} {} {:?} {{{}}}",
             key.ifindex,
             addr_to_string(&key.group),
             group.state.mode(),
-            group.state.generation(),
             sources.join(", ")
         );
     }
@@ -212,12 +211,12 @@ pub fn policy_summary(installed: &BTreeMap<GroupKey, Installed>) -> String {
 mod tests {
     use std::collections::BTreeSet;
 
-    use msfilter_common::{Mode, maps::ipv4_mapped};
+    use msfilter_common::maps::ipv4_mapped;
 
     use super::*;
 
     #[test]
-    fn sources_count_only_under_the_active_generation() {
+    fn listed_sources_carry_their_groups_mode() {
         let group = ipv4_mapped([232, 1, 1, 1]);
         let source = ipv4_mapped([10, 0, 0, 1]);
         let key = GroupKey::new(3, group);
@@ -225,7 +224,7 @@ mod tests {
         installed.insert(
             key,
             Installed {
-                state: GroupState::new(Mode::Exclude, 1),
+                state: GroupState::new(Mode::Exclude),
                 sources: BTreeSet::from([source]),
             },
         );
@@ -233,14 +232,17 @@ mod tests {
         let policy = MapsPolicy(&installed, &vlans);
         assert_eq!(policy.vlan(&VlanKey::new(3, 100)), Some(5));
         assert_eq!(policy.vlan(&VlanKey::new(3, 101)), None);
-        assert_eq!(policy.group(&key), Some(GroupState::new(Mode::Exclude, 1)));
+        assert_eq!(policy.group(&key), Some(GroupState::new(Mode::Exclude)));
         assert_eq!(policy.group(&GroupKey::new(4, group)), None);
-        assert!(policy.has_source(&SourceKey::new(3, 1, group, source)));
-        assert!(!policy.has_source(&SourceKey::new(3, 0, group, source)));
-        assert!(!policy.has_source(&SourceKey::new(4, 1, group, source)));
+        assert_eq!(
+            policy.source(&SourceKey::new(3, group, source)),
+            Some(Mode::Exclude)
+        );
+        assert_eq!(policy.source(&SourceKey::new(3, group, group)), None);
+        assert_eq!(policy.source(&SourceKey::new(4, group, source)), None);
         assert_eq!(
             policy_summary(&installed),
-            "if 3 232.1.1.1 Exclude gen 1 {10.0.0.1}\n"
+            "if 3 232.1.1.1 Exclude {10.0.0.1}\n"
         );
         assert_eq!(
             addr_to_string(&[0xff; 16]),

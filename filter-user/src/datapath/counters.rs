@@ -1,6 +1,6 @@
 //! Counter reads, summed over CPUs.
 
-use msfilter_common::{Addr, Counter, GroupKey, Reason, limits::REASONS_MAP};
+use msfilter_common::{Addr, Counter, GroupKey, Mode, Reason, limits::REASONS_MAP};
 
 use super::{Datapath, DatapathError, Result, sys};
 
@@ -70,17 +70,36 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Passed and dropped frames of a managed group, or `None` if it is not managed.
+    /// Passed and dropped frames of a managed group, or `None` if it is not managed: those
+    /// of unlisted sources (the group's per-CPU values), those its listed sources' pair
+    /// entries counted, and those of pair entries since retired.
     pub fn group_counters(&self, ifindex: u32, group: Addr) -> Result<Option<GroupCounters>> {
-        let Some(values) = self.maps.group_values(&GroupKey::new(ifindex, group))? else {
+        let key = GroupKey::new(ifindex, group);
+        let Some(values) = self.maps.group_values(&key)? else {
             return Ok(None);
         };
-        Ok(Some(values.iter().fold(
-            GroupCounters::default(),
+        let retired = self.maps.retired(&key)?;
+        let mut out = values.iter().fold(
+            GroupCounters {
+                passed: retired.passed,
+                dropped: retired.dropped,
+            },
             |acc, v| GroupCounters {
                 passed: acc.passed.plus(v.passed),
                 dropped: acc.dropped.plus(v.dropped),
             },
-        )))
+        );
+        if let Some(installed) = self.maps.installed().get(&key) {
+            for source in &installed.sources {
+                let Some(counted) = self.source_counter(ifindex, group, *source)? else {
+                    continue;
+                };
+                match installed.state.mode() {
+                    Mode::Exclude => out.dropped = out.dropped.plus(counted),
+                    Mode::Include => out.passed = out.passed.plus(counted),
+                }
+            }
+        }
+        Ok(Some(out))
     }
 }

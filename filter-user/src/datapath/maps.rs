@@ -2,33 +2,47 @@
 //!
 //! [`FilterMaps`] keeps a mirror of every group entry and source list this process wrote
 //! (rebuilt from the maps when they were pinned by an earlier run), so a desired filter turns
-//! into the difference only. A batch of changes is written in four steps:
+//! into the difference only. The program looks up the (group, source) pair first and judges a
+//! listed source by that entry alone, which carries the mode it is listed under; the group
+//! entry decides only for sources without one. A batch of changes is written in five steps:
 //!
-//! 1. insert every new source entry (for a group that switches mode, under the group's
-//!    *other* generation, where the program does not look yet);
-//! 2. write group entries: new groups, and the mode switches (mode and generation change
-//!    together in one byte, so the new mode takes effect with its complete new list);
-//! 3. delete the entries of groups that are no longer managed;
-//! 4. delete source entries that are no longer listed (and the old generation of switched
-//!    groups).
+//! 1. write pair entries: every newly listed source, and for a group that switches mode every
+//!    source of its new list (one already listed is relisted under the new mode in place);
+//! 2. if any group is published (new, or switching mode), increment the publication epoch;
+//! 3. write group entries: new groups, and the mode switches, stamped with that epoch;
+//! 4. delete the entries of groups that are no longer managed;
+//! 5. delete pair entries that are no longer listed.
 //!
-//! So the program never sees a group with a half-written list under a new mode: a new
-//! group appears with all its sources, a removed group disappears before its sources, and a
-//! single added or removed source flips exactly that source. Capacity is checked before
-//! step 1, so a change that would not fit changes nothing; a kernel error in steps 1–2 is
-//! rolled back.
+//! So each frame is judged by the old filter or the new one, never a mix: a source listed in
+//! both changes verdict with its own entry; a source listed only in the old list keeps its
+//! entry until the group has switched, and that entry's verdict is the new mode's verdict for
+//! an unlisted source anyway (EXCLUDE-listed and INCLUDE-unlisted both drop); an unlisted
+//! source follows the group entry. A frame whose pair lookup missed just before step 1 and
+//! that then reads the group written in step 3 sees an epoch newer than its own and looks
+//! again (`limits::EPOCH_MAP`). Capacity is checked before step 1, so a change that would not
+//! fit changes nothing; a kernel error in steps 1–3 is rolled back.
+//!
+//! Counters: a listed source's frames are counted on its pair entry, other frames on the
+//! group's per-CPU values. When a pair entry goes (step 5, read and deleted in one system
+//! call) or is relisted under another mode, what it counted is added to the group's retired
+//! counters (`limits::RETIRED_MAP`), so a group's totals never go backwards.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd as _, BorrowedFd};
+use std::path::Path;
 
 use aya::maps::MapData;
 use msfilter_common::{
-    Addr, Counter, GroupKey, GroupKey4, GroupState, GroupValue, SourceKey, SourceKey4,
-    limits::{GROUPS_MAP, GROUPS4_MAP, REASONS_MAP, SOURCES_MAP, SOURCES4_MAP},
+    Addr, Counter, GroupKey, GroupKey4, GroupState, GroupValue, Mode, SourceKey, SourceKey4,
+    limits::{
+        EPOCH_MAP, GROUPS_MAP, GROUPS4_MAP, LEGACY_SOURCES_MAPS, REASONS_MAP, RETIRED_MAP,
+        SOURCES_MAP, SOURCES4_MAP,
+    },
+    maps::{Retired, SourceValue},
 };
 
 use super::{
-    Capacities, Datapath, DatapathError, GroupFilter, Result,
+    Capacities, Datapath, DatapathError, GroupFilter, Result, pins,
     sys::{self, BPF_ANY, BPF_EXIST, BPF_NOEXIST},
 };
 
@@ -71,10 +85,17 @@ impl FilterChange {
     }
 }
 
-/// The groups and sources maps of one key shape.
+/// The groups and pairs maps of one key shape.
 pub(super) struct FamilyMaps {
     pub(super) groups: MapData,
     pub(super) sources: MapData,
+}
+
+/// The maps beside the two families: reasons, the publication epoch, the retired counters.
+pub(super) struct SharedMaps {
+    pub(super) reasons: MapData,
+    pub(super) epoch: MapData,
+    pub(super) retired: MapData,
 }
 
 /// A group key as the map of its family stores it.
@@ -96,20 +117,45 @@ impl GroupBytes {
     }
 }
 
-/// Source keys split by the map that holds them.
-#[derive(Default)]
-struct SplitSources {
-    v4: Vec<SourceKey4>,
-    wide: Vec<SourceKey>,
+/// A pair key as the map of its family stores it.
+enum PairBytes {
+    V4(SourceKey4),
+    Wide(SourceKey),
 }
 
-impl SplitSources {
-    fn of(keys: &[SourceKey]) -> Self {
+impl PairBytes {
+    fn of(key: &SourceKey) -> Self {
+        SourceKey4::of(key).map_or(Self::Wide(*key), Self::V4)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::V4(k) => bytemuck::bytes_of(k),
+            Self::Wide(k) => bytemuck::bytes_of(k),
+        }
+    }
+}
+
+/// Pair entries split by the map that holds them.
+#[derive(Default)]
+struct SplitPairs {
+    v4: (Vec<SourceKey4>, Vec<SourceValue>),
+    wide: (Vec<SourceKey>, Vec<SourceValue>),
+}
+
+impl SplitPairs {
+    fn of<'a>(entries: impl IntoIterator<Item = &'a (SourceKey, SourceValue)>) -> Self {
         let mut out = Self::default();
-        for key in keys {
+        for (key, value) in entries {
             match SourceKey4::of(key) {
-                Some(k) => out.v4.push(k),
-                None => out.wide.push(*key),
+                Some(k) => {
+                    out.v4.0.push(k);
+                    out.v4.1.push(*value);
+                }
+                None => {
+                    out.wide.0.push(*key);
+                    out.wide.1.push(*value);
+                }
             }
         }
         out
@@ -117,11 +163,13 @@ impl SplitSources {
 }
 
 pub(super) struct FilterMaps {
-    /// IPv6 groups (20- and 40-byte keys).
+    /// IPv6 groups (20- and 36-byte keys).
     wide: FamilyMaps,
     /// IPv4 groups (8- and 12-byte keys).
     v4: FamilyMaps,
-    reasons: MapData,
+    shared: SharedMaps,
+    /// The publication epoch last written to `limits::EPOCH_MAP`.
+    epoch: u32,
     installed: BTreeMap<GroupKey, Installed>,
     source_entries: usize,
     capacities: Capacities,
@@ -135,28 +183,41 @@ fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(std::io::Error) -
 /// Bytes of one per-CPU value slot.
 const GROUP_STRIDE: usize = size_of::<GroupValue>().next_multiple_of(8);
 
+/// Where a pair entry's count goes when the entry is retired: a source listed under EXCLUDE
+/// counted drops, one listed under INCLUDE passes.
+fn retire(retired: &mut Retired, mode: Mode, counted: Counter) {
+    match mode {
+        Mode::Exclude => retired.dropped = retired.dropped.plus(counted),
+        Mode::Include => retired.passed = retired.passed.plus(counted),
+    }
+}
+
 impl FilterMaps {
     /// Take the maps and read back whatever they already hold (pinned maps of an earlier
-    /// run). Source entries of a group's inactive generation are leftovers of an interrupted
-    /// mode switch and are deleted.
+    /// run). Pair entries that disagree with their group are leftovers of an interrupted
+    /// change and are deleted. With `pin_dir`, the sources maps of the earlier layout are
+    /// copied into the pairs maps and unpinned.
     pub(super) fn open(
         wide: FamilyMaps,
         v4: FamilyMaps,
-        reasons: MapData,
+        shared: SharedMaps,
         capacities: Capacities,
+        pin_dir: Option<&Path>,
     ) -> Result<Self> {
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| map_err(GROUPS_MAP, "counting possible CPUs")(e))?;
         let mut this = Self {
             wide,
             v4,
-            reasons,
+            shared,
+            epoch: 0,
             installed: BTreeMap::new(),
             source_entries: 0,
             capacities,
             cpus,
         };
-        this.read_back()?;
+        this.epoch = this.read_epoch()?;
+        this.read_back(pin_dir)?;
         Ok(this)
     }
 
@@ -176,6 +237,14 @@ impl FilterMaps {
         self.v4.sources.fd().as_fd()
     }
 
+    fn epoch_fd(&self) -> BorrowedFd<'_> {
+        self.shared.epoch.fd().as_fd()
+    }
+
+    fn retired_fd(&self) -> BorrowedFd<'_> {
+        self.shared.retired.fd().as_fd()
+    }
+
     /// The groups map of `key`'s family, its name, and the key as that map stores it.
     fn group_map(&self, key: &GroupKey) -> (BorrowedFd<'_>, &'static str, GroupBytes) {
         match GroupBytes::of(key) {
@@ -184,22 +253,58 @@ impl FilterMaps {
         }
     }
 
+    /// The pairs map of `key`'s family, its name, and the key as that map stores it.
+    fn pair_map(&self, key: &SourceKey) -> (BorrowedFd<'_>, &'static str, PairBytes) {
+        match PairBytes::of(key) {
+            k @ PairBytes::V4(_) => (self.sources4_fd(), SOURCES4_MAP, k),
+            k @ PairBytes::Wide(_) => (self.sources_fd(), SOURCES_MAP, k),
+        }
+    }
+
     fn delete_group(&self, key: &GroupKey) -> Result<()> {
         let (fd, name, bytes) = self.group_map(key);
         sys::delete(fd, bytes.bytes())
             .map(drop)
-            .map_err(map_err(name, "delete"))
+            .map_err(map_err(name, "delete"))?;
+        sys::delete(self.retired_fd(), bytemuck::bytes_of(key))
+            .map(drop)
+            .map_err(map_err(RETIRED_MAP, "delete"))
     }
 
     pub(super) fn reasons_fd(&self) -> BorrowedFd<'_> {
-        self.reasons.fd().as_fd()
+        self.shared.reasons.fd().as_fd()
     }
 
     pub(super) const fn cpus(&self) -> usize {
         self.cpus
     }
 
-    fn read_back(&mut self) -> Result<()> {
+    fn read_epoch(&self) -> Result<u32> {
+        let mut value = 0u32;
+        sys::lookup(
+            self.epoch_fd(),
+            &0u32.to_ne_bytes(),
+            bytemuck::bytes_of_mut(&mut value),
+        )
+        .map_err(map_err(EPOCH_MAP, "lookup"))?;
+        Ok(value)
+    }
+
+    /// Start a new publication epoch: the groups written after this are stamped with it.
+    fn next_epoch(&mut self) -> Result<u32> {
+        let next = self.epoch.wrapping_add(1);
+        sys::update(
+            self.epoch_fd(),
+            &0u32.to_ne_bytes(),
+            &next.to_ne_bytes(),
+            BPF_ANY,
+        )
+        .map_err(map_err(EPOCH_MAP, "update"))?;
+        self.epoch = next;
+        Ok(next)
+    }
+
+    fn read_back(&mut self, pin_dir: Option<&Path>) -> Result<()> {
         // IPv4 groups in the wide maps were written by a version without the IPv4 maps: the
         // program no longer looks there. Drop them; the owner writes them again.
         let (moved, mut keys): (Vec<GroupKey>, Vec<GroupKey>) =
@@ -224,42 +329,120 @@ impl FilterMaps {
                 .iter()
                 .map(GroupKey4::key),
         );
+        // The raw state byte: an earlier layout kept a generation in bit 1.
+        let mut raw_states = BTreeMap::new();
         for key in keys {
             if let Some(values) = self.group_values(&key)? {
+                raw_states.insert(key, values[0].state);
                 self.installed.insert(
                     key,
                     Installed {
-                        state: values[0].state,
+                        state: GroupState::new(values[0].state.mode()),
                         sources: BTreeSet::new(),
                     },
                 );
             }
         }
+        if let Some(dir) = pin_dir {
+            self.migrate_legacy_sources(dir, &raw_states)?;
+        }
         let mut stale = Vec::new();
-        let (old_layout, mut source_keys): (Vec<SourceKey>, Vec<SourceKey>) =
-            all_keys::<SourceKey>(self.sources_fd(), SOURCES_MAP)?
+        let mut entries = all_pairs::<SourceKey, SourceValue>(self.sources_fd(), SOURCES_MAP)?;
+        entries.extend(
+            all_pairs::<SourceKey4, SourceValue>(self.sources4_fd(), SOURCES4_MAP)?
                 .into_iter()
-                .partition(|k| SourceKey4::of(k).is_some());
-        delete_batch(self.sources_fd(), SOURCES_MAP, &old_layout)?;
-        source_keys.extend(
-            all_keys::<SourceKey4>(self.sources4_fd(), SOURCES4_MAP)?
-                .iter()
-                .map(SourceKey4::key),
+                .map(|(k, v)| (k.key(), v)),
         );
-        for key in source_keys {
+        for (key, value) in entries {
             match self.installed.get_mut(&key.group_key()) {
-                Some(group) if group.state.generation() == key.generation => {
+                Some(group) if group.state.mode() == value.listed.mode() => {
                     group.sources.insert(key.source);
                     self.source_entries += 1;
                 }
                 _ => stale.push(key),
             }
         }
-        self.delete_sources(&stale)?;
+        self.delete_pairs(&stale)?;
         if !stale.is_empty() {
             log::info!(
-                "deleted {} stale source entries left by an interrupted change",
+                "deleted {} stale pair entries left by an interrupted change",
                 stale.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Copy the source entries of the earlier layout's pinned maps (those of each group's
+    /// generation in force, with their counters) into the pairs maps, then unpin the old
+    /// maps. A program still attached from the earlier run keeps reading them until this
+    /// process's program takes over its link.
+    fn migrate_legacy_sources(
+        &self,
+        dir: &Path,
+        raw_states: &BTreeMap<GroupKey, GroupState>,
+    ) -> Result<()> {
+        let generation = |key: &GroupKey| raw_states.get(key).map(|s| (s.0 >> 1) & 1);
+        let mut pairs: Vec<(SourceKey, SourceValue)> = Vec::new();
+        for (name, ipv4) in [
+            (LEGACY_SOURCES_MAPS[0], false),
+            (LEGACY_SOURCES_MAPS[1], true),
+        ] {
+            let path = pins::map_path(dir, name);
+            if !path.exists() {
+                continue;
+            }
+            let legacy = MapData::from_pin(&path).map_err(|e| DatapathError::PinnedMap {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?;
+            let fd = legacy.fd().as_fd();
+            let entries: Vec<(SourceKey, u8, Counter)> = if ipv4 {
+                all_pairs::<[u32; 3], Counter>(fd, name)?
+                    .into_iter()
+                    .map(|([first, group, source], counter)| {
+                        let key = SourceKey4 {
+                            ifindex: first & !(1 << 31),
+                            group: group.to_ne_bytes(),
+                            source: source.to_ne_bytes(),
+                        };
+                        (key.key(), (first >> 31) as u8, counter)
+                    })
+                    .collect()
+            } else {
+                all_pairs::<LegacySourceKey, Counter>(fd, name)?
+                    .into_iter()
+                    .map(|(k, counter)| {
+                        (
+                            SourceKey::new(k.ifindex, k.group, k.source),
+                            k.generation,
+                            counter,
+                        )
+                    })
+                    .collect()
+            };
+            for (key, gen_of_entry, counter) in entries {
+                let group = key.group_key();
+                if generation(&group) != Some(gen_of_entry & 1) {
+                    continue;
+                }
+                let Some(installed) = self.installed.get(&group) else {
+                    continue;
+                };
+                let mut value = SourceValue::new(installed.state.mode());
+                value.matched = counter;
+                pairs.push((key, value));
+            }
+            drop(legacy);
+            pins::unpin(&path).map_err(|e| DatapathError::PinnedMap {
+                path: path.clone(),
+                detail: format!("removing it after copying its entries: {e}"),
+            })?;
+        }
+        if !pairs.is_empty() {
+            self.write_pairs(&pairs)?;
+            log::info!(
+                "copied {} source entries of the earlier map layout into the pairs maps",
+                pairs.len()
             );
         }
         Ok(())
@@ -288,90 +471,158 @@ impl FilterMaps {
         sys::update(fd, bytes.bytes(), &buf, flags).map_err(map_err(name, "update"))
     }
 
-    /// Write a group's state into every CPU's value, keeping each CPU's counters.
-    fn set_group_state(&self, key: &GroupKey, state: GroupState) -> Result<()> {
+    /// Write a group's state and publication epoch into every CPU's value, keeping each CPU's
+    /// counters.
+    fn set_group_state(&self, key: &GroupKey, state: GroupState, published: u32) -> Result<()> {
         let mut values = self
             .group_values(key)?
             .unwrap_or_else(|| vec![GroupValue::default(); self.cpus]);
         for v in &mut values {
             v.state = state;
+            v.published = published;
         }
         self.write_group(key, &values, BPF_EXIST)
     }
 
-    fn insert_group(&self, key: &GroupKey, state: GroupState) -> Result<()> {
-        let values = vec![GroupValue::new(state); self.cpus];
+    fn insert_group(&self, key: &GroupKey, state: GroupState, published: u32) -> Result<()> {
+        let values = vec![GroupValue::new(state, published); self.cpus];
         self.write_group(key, &values, BPF_NOEXIST)
     }
 
-    fn insert_sources(&self, keys: &[SourceKey]) -> Result<()> {
-        let split = SplitSources::of(keys);
-        let result = insert_batch(self.sources4_fd(), SOURCES4_MAP, &split.v4)
-            .and_then(|()| insert_batch(self.sources_fd(), SOURCES_MAP, &split.wide));
-        if result.is_err() {
-            // Undo every insert of this call (absent keys are skipped).
-            self.delete_sources_quietly(keys);
-        }
-        result
+    /// A pair entry's value, if it exists.
+    fn pair_value(&self, key: &SourceKey) -> Result<Option<SourceValue>> {
+        let mut value = SourceValue::default();
+        let (fd, name, bytes) = self.pair_map(key);
+        let found = sys::lookup(fd, bytes.bytes(), bytemuck::bytes_of_mut(&mut value))
+            .map_err(map_err(name, "lookup"))?;
+        Ok(found.then_some(value))
     }
 
-    fn delete_sources(&self, keys: &[SourceKey]) -> Result<()> {
-        let split = SplitSources::of(keys);
-        delete_batch(self.sources4_fd(), SOURCES4_MAP, &split.v4)?;
-        delete_batch(self.sources_fd(), SOURCES_MAP, &split.wide)
+    /// Write pair entries (new or replacing), a batch syscall per [`BATCH`] entries per map.
+    fn write_pairs(&self, entries: &[(SourceKey, SourceValue)]) -> Result<()> {
+        let split = SplitPairs::of(entries);
+        write_batch(self.sources4_fd(), SOURCES4_MAP, &split.v4.0, &split.v4.1)?;
+        write_batch(self.sources_fd(), SOURCES_MAP, &split.wide.0, &split.wide.1)
     }
 
-    fn delete_sources_quietly(&self, keys: &[SourceKey]) {
-        if let Err(e) = self.delete_sources(keys) {
-            log::error!("rolling back source entries failed: {e}");
+    fn delete_pairs(&self, keys: &[SourceKey]) -> Result<()> {
+        let mut v4 = Vec::new();
+        let mut wide = Vec::new();
+        for key in keys {
+            match SourceKey4::of(key) {
+                Some(k) => v4.push(k),
+                None => wide.push(*key),
+            }
         }
+        delete_batch(self.sources4_fd(), SOURCES4_MAP, &v4)?;
+        delete_batch(self.sources_fd(), SOURCES_MAP, &wide)
+    }
+
+    /// Delete one pair entry, returning what it had counted.
+    fn take_pair(&self, key: &SourceKey) -> Result<Option<SourceValue>> {
+        let mut value = SourceValue::default();
+        let (fd, name, bytes) = self.pair_map(key);
+        let found = sys::lookup_and_delete(fd, bytes.bytes(), bytemuck::bytes_of_mut(&mut value))
+            .map_err(map_err(name, "lookup and delete"))?;
+        Ok(found.then_some(value))
+    }
+
+    /// Undo step 1: delete the new entries, put relisted ones back as they were.
+    fn restore_pairs(&self, inserted: &[SourceKey], relisted: &[(SourceKey, SourceValue)]) {
+        if let Err(e) = self
+            .delete_pairs(inserted)
+            .and_then(|()| self.write_pairs(relisted))
+        {
+            log::error!("rolling back pair entries failed: {e}");
+        }
+    }
+
+    /// A group's retired counters (zero if it has none).
+    pub(super) fn retired(&self, key: &GroupKey) -> Result<Retired> {
+        let mut value = Retired::default();
+        sys::lookup(
+            self.retired_fd(),
+            bytemuck::bytes_of(key),
+            bytemuck::bytes_of_mut(&mut value),
+        )
+        .map_err(map_err(RETIRED_MAP, "lookup"))?;
+        Ok(value)
+    }
+
+    fn add_retired(&self, additions: &BTreeMap<GroupKey, Retired>) -> Result<()> {
+        for (key, add) in additions {
+            let have = self.retired(key)?;
+            let sum = Retired {
+                passed: have.passed.plus(add.passed),
+                dropped: have.dropped.plus(add.dropped),
+            };
+            sys::update(
+                self.retired_fd(),
+                bytemuck::bytes_of(key),
+                bytemuck::bytes_of(&sum),
+                BPF_ANY,
+            )
+            .map_err(map_err(RETIRED_MAP, "update"))?;
+        }
+        Ok(())
     }
 
     /// Make the maps hold `changes` (group → desired filter, `None` = unmanaged).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the five steps read best in order, in one place"
+    )]
     pub(super) fn apply(
         &mut self,
         changes: &BTreeMap<GroupKey, Option<GroupFilter>>,
     ) -> Result<FilterChange> {
-        let mut inserts: Vec<SourceKey> = Vec::new();
-        let mut deletes: Vec<SourceKey> = Vec::new();
+        // Step 1's entries: new keys, and keys relisted under another mode.
+        let mut inserts: Vec<(SourceKey, SourceValue)> = Vec::new();
+        let mut relists: Vec<(SourceKey, SourceValue)> = Vec::new();
+        // Step 5: pairs leaving a group that stays managed (their counts are retired), and
+        // pairs of groups no longer managed.
+        let mut retiring: Vec<(SourceKey, Mode)> = Vec::new();
+        let mut dropped_with_group: Vec<SourceKey> = Vec::new();
         let mut new_groups: Vec<(GroupKey, GroupState)> = Vec::new();
         let mut switched: Vec<(GroupKey, GroupState, GroupState)> = Vec::new();
         let mut removed: Vec<GroupKey> = Vec::new();
         let mut summary = FilterChange::default();
 
         for (key, want) in changes {
+            let pair = |s: &Addr| SourceKey::new(key.ifindex, key.group, *s);
             let have = self.installed.get(key);
             match (have, want) {
                 (None, None) => {}
                 (None, Some(want)) => {
-                    let state = GroupState::new(want.mode, 0);
-                    inserts.extend(want.sources.iter().map(|s| source_key(key, 0, *s)));
-                    new_groups.push((*key, state));
+                    let value = SourceValue::new(want.mode);
+                    inserts.extend(want.sources.iter().map(|s| (pair(s), value)));
+                    new_groups.push((*key, GroupState::new(want.mode)));
                 }
                 (Some(have), None) => {
-                    let g = have.state.generation();
-                    deletes.extend(have.sources.iter().map(|s| source_key(key, g, *s)));
+                    dropped_with_group.extend(have.sources.iter().map(pair));
                     removed.push(*key);
                 }
-                (Some(have), Some(want)) if have.state.mode() == want.mode => {
-                    let g = have.state.generation();
+                (Some(have), Some(want)) => {
+                    let old = have.state.mode();
+                    let value = SourceValue::new(want.mode);
                     inserts.extend(
                         want.sources
                             .difference(&have.sources)
-                            .map(|s| source_key(key, g, *s)),
+                            .map(|s| (pair(s), value)),
                     );
-                    deletes.extend(
+                    retiring.extend(
                         have.sources
                             .difference(&want.sources)
-                            .map(|s| source_key(key, g, *s)),
+                            .map(|s| (pair(s), old)),
                     );
-                }
-                (Some(have), Some(want)) => {
-                    let old = have.state.generation();
-                    let new = 1 - old;
-                    inserts.extend(want.sources.iter().map(|s| source_key(key, new, *s)));
-                    deletes.extend(have.sources.iter().map(|s| source_key(key, old, *s)));
-                    switched.push((*key, have.state, GroupState::new(want.mode, new)));
+                    if old != want.mode {
+                        relists.extend(
+                            want.sources
+                                .intersection(&have.sources)
+                                .map(|s| (pair(s), value)),
+                        );
+                        switched.push((*key, have.state, GroupState::new(want.mode)));
+                    }
                 }
             }
         }
@@ -394,58 +645,97 @@ impl FilterMaps {
             });
         }
 
-        // 1. New source entries.
-        self.insert_sources(&inserts)?;
-        // 2. Group entries: new groups, then mode switches.
+        // 1. Pair entries: new ones, then the relisted ones (what they counted under the old
+        // mode is retired).
+        let mut retired: BTreeMap<GroupKey, Retired> = BTreeMap::new();
+        let mut relisted_before: Vec<(SourceKey, SourceValue)> = Vec::new();
+        for (key, _) in &relists {
+            if let Some(before) = self.pair_value(key)? {
+                relisted_before.push((*key, before));
+            }
+        }
+        let inserted: Vec<SourceKey> = inserts.iter().map(|(k, _)| *k).collect();
+        if let Err(e) = self
+            .write_pairs(&inserts)
+            .and_then(|()| self.write_pairs(&relists))
+        {
+            self.restore_pairs(&inserted, &relisted_before);
+            return Err(e);
+        }
+        for (key, before) in &relisted_before {
+            let entry = retired.entry(key.group_key()).or_default();
+            retire(entry, before.listed.mode(), before.matched);
+        }
+        // 2. A new epoch for the groups published below.
+        let published = if new_groups.is_empty() && switched.is_empty() {
+            self.epoch
+        } else {
+            match self.next_epoch() {
+                Ok(epoch) => epoch,
+                Err(e) => {
+                    self.restore_pairs(&inserted, &relisted_before);
+                    return Err(e);
+                }
+            }
+        };
+        // 3. Group entries: new groups, then mode switches.
         let mut written: Vec<(GroupKey, Option<GroupState>)> = Vec::new();
-        let step2 = new_groups
+        let step3 = new_groups
             .iter()
             .map(|(k, s)| (*k, None, *s))
             .chain(switched.iter().map(|(k, old, new)| (*k, Some(*old), *new)));
-        for (key, old, new) in step2 {
+        for (key, old, new) in step3 {
             let result = match old {
-                None => self.insert_group(&key, new),
-                Some(_) => self.set_group_state(&key, new),
+                None => self.insert_group(&key, new, published),
+                Some(_) => self.set_group_state(&key, new, published),
             };
             if let Err(e) = result {
                 for (key, old) in written.iter().rev() {
+                    // Stamped with this epoch still: at worst a frame looks twice.
                     let undo = match old {
                         None => self.delete_group(key),
-                        Some(old) => self.set_group_state(key, *old),
+                        Some(old) => self.set_group_state(key, *old, published),
                     };
                     if let Err(undo) = undo {
                         log::error!("rolling back group entry {key:?} failed: {undo}");
                     }
                 }
-                self.delete_sources_quietly(&inserts);
+                self.restore_pairs(&inserted, &relisted_before);
                 return Err(e);
             }
             written.push((key, old));
         }
-        // 3. Groups no longer managed.
+        // 4. Groups no longer managed.
         for key in &removed {
             self.delete_group(key)?;
         }
-        // 4. Sources no longer listed, and old generations.
-        self.delete_sources(&deletes)?;
+        // 5. Pairs no longer listed: those of removed groups in batches, the others one by
+        // one, each read as it is deleted so that its count is kept.
+        self.delete_pairs(&dropped_with_group)?;
+        for (key, mode) in &retiring {
+            if let Some(value) = self.take_pair(key)? {
+                retire(
+                    retired.entry(key.group_key()).or_default(),
+                    *mode,
+                    value.matched,
+                );
+            }
+        }
+        self.add_retired(&retired)?;
 
         // The mirror follows.
-        self.source_entries = self.source_entries + inserts.len() - deletes.len();
+        self.source_entries =
+            self.source_entries + inserts.len() - retiring.len() - dropped_with_group.len();
         for (key, want) in changes {
             match want {
                 None => {
                     self.installed.remove(key);
                 }
                 Some(want) => {
-                    let state = match self.installed.get(key) {
-                        Some(have) if have.state.mode() == want.mode => have.state,
-                        Some(have) => GroupState::new(want.mode, 1 - have.state.generation()),
-                        None => GroupState::new(want.mode, 0),
-                    };
                     self.installed.insert(
                         *key,
                         Installed {
-                            state,
+                            state: GroupState::new(want.mode),
                             sources: want.sources.clone(),
                         },
                     );
@@ -456,7 +746,7 @@ impl FilterMaps {
         summary.groups_removed = removed.len();
         summary.groups_switched = switched.len();
         summary.sources_added = inserts.len();
-        summary.sources_removed = deletes.len();
+        summary.sources_removed = retiring.len() + dropped_with_group.len();
         Ok(summary)
     }
 
@@ -468,27 +758,33 @@ impl FilterMaps {
         self.source_entries
     }
 
-    /// Packets and bytes counted on one source entry.
+    /// Packets and bytes counted on one pair entry.
     pub(super) fn source_counter(&self, key: &SourceKey) -> Result<Option<Counter>> {
-        let mut value = Counter::ZERO;
-        let k4 = SourceKey4::of(key);
-        let (fd, name, bytes) = match &k4 {
-            Some(k) => (self.sources4_fd(), SOURCES4_MAP, bytemuck::bytes_of(k)),
-            None => (self.sources_fd(), SOURCES_MAP, bytemuck::bytes_of(key)),
-        };
-        let found = sys::lookup(fd, bytes, bytemuck::bytes_of_mut(&mut value))
-            .map_err(map_err(name, "lookup"))?;
-        Ok(found.then_some(value))
+        Ok(self.pair_value(key)?.map(|v| v.matched))
     }
 
     pub(super) fn memlock(&self) -> Result<(u64, u64, u64)> {
         let read = |fd, map| sys::map_memlock(fd).map_err(map_err(map, "reading fdinfo"));
         Ok((
-            read(self.groups_fd(), GROUPS_MAP)? + read(self.groups4_fd(), GROUPS4_MAP)?,
+            read(self.groups_fd(), GROUPS_MAP)?
+                + read(self.groups4_fd(), GROUPS4_MAP)?
+                + read(self.retired_fd(), RETIRED_MAP)?,
             read(self.sources_fd(), SOURCES_MAP)? + read(self.sources4_fd(), SOURCES4_MAP)?,
             read(self.reasons_fd(), REASONS_MAP)?,
         ))
     }
+}
+
+/// Key of the IPv6 sources map of the earlier layout (with a generation byte), read once to
+/// copy its entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct LegacySourceKey {
+    ifindex: u32,
+    generation: u8,
+    reserved: [u8; 3],
+    group: Addr,
+    source: Addr,
 }
 
 /// Every key of a map.
@@ -496,31 +792,56 @@ fn all_keys<K: bytemuck::Pod + Default>(fd: BorrowedFd<'_>, map: &'static str) -
     sys::keys(fd).map_err(map_err(map, "listing keys"))
 }
 
-/// Insert new source entries with zero counters, a batch syscall per [`BATCH`] keys.
-fn insert_batch<K: bytemuck::Pod>(fd: BorrowedFd<'_>, map: &'static str, keys: &[K]) -> Result<()> {
-    let zeros = vec![Counter::ZERO; keys.len().min(BATCH)];
-    for chunk in keys.chunks(BATCH) {
+/// Every entry of a (non-per-CPU) map.
+fn all_pairs<K: bytemuck::Pod + Default, V: bytemuck::Pod + Default>(
+    fd: BorrowedFd<'_>,
+    map: &'static str,
+) -> Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    for key in all_keys::<K>(fd, map)? {
+        let mut value = V::default();
+        if sys::lookup(
+            fd,
+            bytemuck::bytes_of(&key),
+            bytemuck::bytes_of_mut(&mut value),
+        )
+        .map_err(map_err(map, "lookup"))?
+        {
+            out.push((key, value));
+        }
+    }
+    Ok(out)
+}
+
+/// Write entries, a batch syscall per [`BATCH`] keys.
+fn write_batch<K: bytemuck::Pod, V: bytemuck::Pod>(
+    fd: BorrowedFd<'_>,
+    map: &'static str,
+    keys: &[K],
+    values: &[V],
+) -> Result<()> {
+    for (chunk, values) in keys.chunks(BATCH).zip(values.chunks(BATCH)) {
         sys::update_batch(
             fd,
             bytemuck::cast_slice(chunk),
-            bytemuck::cast_slice(&zeros[..chunk.len()]),
+            bytemuck::cast_slice(values),
             chunk.len(),
-            // Batches accept no BPF_NOEXIST; the mirror guarantees these keys are new.
+            // Batches accept no BPF_NOEXIST; the mirror says which keys are new.
             BPF_ANY,
         )
         .map_err(|e| {
             log::debug!(
-                "batch insert into {map} stopped after {} of {} keys",
+                "batch write into {map} stopped after {} of {} keys",
                 e.done,
                 chunk.len()
             );
-            map_err(map, "batch insert")(e.error)
+            map_err(map, "batch write")(e.error)
         })?;
     }
     Ok(())
 }
 
-/// Delete source entries, a batch syscall per [`BATCH`] keys.
+/// Delete entries, a batch syscall per [`BATCH`] keys.
 fn delete_batch<K: bytemuck::Pod>(fd: BorrowedFd<'_>, map: &'static str, keys: &[K]) -> Result<()> {
     for chunk in keys.chunks(BATCH) {
         if sys::delete_batch(fd, bytemuck::cast_slice(chunk), chunk.len()).is_err() {
@@ -531,10 +852,6 @@ fn delete_batch<K: bytemuck::Pod>(fd: BorrowedFd<'_>, map: &'static str, keys: &
         }
     }
     Ok(())
-}
-
-const fn source_key(group: &GroupKey, generation: u8, source: Addr) -> SourceKey {
-    SourceKey::new(group.ifindex, generation, group.group, source)
 }
 
 impl Datapath {
@@ -592,12 +909,16 @@ impl Datapath {
         group: Addr,
         source: Addr,
     ) -> Result<Option<Counter>> {
-        let key = GroupKey::new(ifindex, group);
-        let Some(installed) = self.maps.installed().get(&key) else {
+        if !self
+            .maps
+            .installed()
+            .get(&GroupKey::new(ifindex, group))
+            .is_some_and(|i| i.sources.contains(&source))
+        {
             return Ok(None);
-        };
+        }
         self.maps
-            .source_counter(&source_key(&key, installed.state.generation(), source))
+            .source_counter(&SourceKey::new(ifindex, group, source))
     }
 }
 

@@ -31,8 +31,8 @@ use aya::{Ebpf, EbpfLoader, maps::MapData, programs::Xdp};
 pub use counters::{GroupCounters, ReasonCounters};
 pub use maps::{FilterChange, Installed};
 use msfilter_common::limits::{
-    DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, GROUPS_MAP, GROUPS4_MAP, MIN_MAX_GROUPS,
-    MIN_MAX_SOURCES, PROGRAM_NAME, REASONS_MAP, SOURCES_MAP, SOURCES4_MAP, VLANS_MAP,
+    DEFAULT_MAX_GROUPS, DEFAULT_MAX_SOURCES, EPOCH_MAP, GROUPS_MAP, GROUPS4_MAP, MIN_MAX_GROUPS,
+    MIN_MAX_SOURCES, PROGRAM_NAME, REASONS_MAP, RETIRED_MAP, SOURCES_MAP, SOURCES4_MAP, VLANS_MAP,
 };
 pub use trace::{Trace, TraceSelection, owner_alive, pinned_switch, switch_off_abandoned};
 pub use unjoined::{Gate, monotonic_ns};
@@ -247,12 +247,17 @@ impl Datapath {
             groups: take(GROUPS4_MAP)?,
             sources: take(SOURCES4_MAP)?,
         };
-        let reasons = take(REASONS_MAP)?;
+        let shared = maps::SharedMaps {
+            reasons: take(REASONS_MAP)?,
+            epoch: take(EPOCH_MAP)?,
+            retired: take(RETIRED_MAP)?,
+        };
         let unjoined = unjoined::UnjoinedMaps {
             flags: take(UNJOINED_MAP)?,
             gate: take(GATE_MAP)?,
         };
-        let maps = maps::FilterMaps::open(wide, v4, reasons, capacities)?;
+        let maps =
+            maps::FilterMaps::open(wide, v4, shared, capacities, options.pin_dir.as_deref())?;
         let vlans = vlans::VlanMap::open(take(VLANS_MAP)?)?;
         Ok(Self {
             ebpf,

@@ -1,11 +1,12 @@
 //! The pin directory: where the maps, the program and one link per owned interface are
 //! pinned, so XDP keeps enforcing when the daemon dies and a restarted daemon finds them.
 //!
-//! Layout: `<dir>/MSF_GROUPS`, `<dir>/MSF_SOURCES`, `<dir>/MSF_GROUPS4`, `<dir>/MSF_SOURCES4`,
-//! `<dir>/MSF_REASONS`, `<dir>/MSF_TRACE_CTL`,
+//! Layout: `<dir>/MSF_GROUPS`, `<dir>/MSF_PAIRS`, `<dir>/MSF_GROUPS4`, `<dir>/MSF_PAIRS4`,
+//! `<dir>/MSF_REASONS`, `<dir>/MSF_EPOCH`, `<dir>/MSF_RETIRED`, `<dir>/MSF_TRACE_CTL`,
 //! `<dir>/MSF_TRACE`, `<dir>/MSF_VLANS`, `<dir>/MSF_UNJOINED`, `<dir>/MSF_UNJOINED_GATE` (maps;
-//! those newer than the first three appear beside older pins on first load; the gate is
-//! shared with the follow hooks),
+//! newer ones appear beside older pins on first load; the gate is shared with the follow
+//! hooks; the sources maps of the earlier layout, `MSF_SOURCES` and `MSF_SOURCES4`, are
+//! copied into the pairs maps and removed),
 //! `<dir>/program` (the program the daemon loaded), `<dir>/link-<ifindex>` (the XDP link of an
 //! owned interface), `<dir>/program-<ifindex>` (a program that replaced it on that interface).
 
@@ -18,7 +19,10 @@ use std::{
 
 use aya::maps::MapData;
 use msfilter_common::{
-    limits::{GROUPS_MAP, GROUPS4_MAP, REASONS_MAP, SOURCES_MAP, SOURCES4_MAP, VLANS_MAP},
+    limits::{
+        EPOCH_MAP, GROUPS_MAP, GROUPS4_MAP, LEGACY_SOURCES_MAPS, REASONS_MAP, RETIRED_MAP,
+        SOURCES_MAP, SOURCES4_MAP, VLANS_MAP,
+    },
     trace::{TRACE_CONTROL_MAP, TRACE_EVENTS_MAP},
     unjoined::{GATE_MAP, UNJOINED_MAP},
 };
@@ -28,12 +32,14 @@ use super::DatapathError;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps that are pinned, all shared by every program instance loaded with this directory.
-pub(super) const MAPS: [&str; 10] = [
+pub(super) const MAPS: [&str; 12] = [
     GROUPS_MAP,
     SOURCES_MAP,
     GROUPS4_MAP,
     SOURCES4_MAP,
     REASONS_MAP,
+    EPOCH_MAP,
+    RETIRED_MAP,
     TRACE_CONTROL_MAP,
     TRACE_EVENTS_MAP,
     UNJOINED_MAP,
@@ -129,9 +135,12 @@ pub(super) fn prepare(dir: &Path) -> Result<(), DatapathError> {
     }
 }
 
-/// Expected shape of each pinned map: (name, key size, value size).
-fn expected_shapes() -> [(&'static str, u32, u32); 5] {
-    use msfilter_common::{Counter, GroupKey, GroupKey4, GroupValue, SourceKey, SourceKey4};
+/// Expected shape of each pinned map: (name, key size, value size). The last two are the
+/// sources maps of the earlier layout, whose capacity the pairs maps take over.
+fn expected_shapes() -> [(&'static str, u32, u32); 7] {
+    use msfilter_common::{
+        Counter, GroupKey, GroupKey4, GroupValue, SourceKey, SourceKey4, maps::SourceValue,
+    };
     [
         (
             GROUPS_MAP,
@@ -141,7 +150,7 @@ fn expected_shapes() -> [(&'static str, u32, u32); 5] {
         (
             SOURCES_MAP,
             size_of::<SourceKey>() as u32,
-            size_of::<Counter>() as u32,
+            size_of::<SourceValue>() as u32,
         ),
         (REASONS_MAP, 4, size_of::<Counter>() as u32),
         (
@@ -152,8 +161,10 @@ fn expected_shapes() -> [(&'static str, u32, u32); 5] {
         (
             SOURCES4_MAP,
             size_of::<SourceKey4>() as u32,
-            size_of::<Counter>() as u32,
+            size_of::<SourceValue>() as u32,
         ),
+        (LEGACY_SOURCES_MAPS[0], 40, size_of::<Counter>() as u32),
+        (LEGACY_SOURCES_MAPS[1], 12, size_of::<Counter>() as u32),
     ]
 }
 
@@ -205,12 +216,12 @@ pub(super) fn pinned_capacities(dir: &Path) -> Result<Option<(u32, u32)>, Datapa
         capacities.push(Some(info.max_entries()));
     }
     match capacities.as_slice() {
-        // The IPv4 maps are new beside the pins of a version without them: created with
-        // the pinned capacities.
-        [Some(g), Some(s), Some(_), Some(_), Some(_)] | [Some(g), Some(s), Some(_), None, None] => {
-            Ok(Some((*g, *s)))
-        }
-        [None, None, None, None, None] => Ok(None),
+        [Some(g), Some(s), Some(_), Some(_), Some(_), None, None] => Ok(Some((*g, *s))),
+        // Pins of the earlier layouts (sources maps with generations, with or without the IPv4
+        // maps): the pairs maps are created with their capacity.
+        [Some(g), None, Some(_), Some(_), None, Some(s), Some(_)]
+        | [Some(g), None, Some(_), None, None, Some(s), None] => Ok(Some((*g, *s))),
+        [None, None, None, None, None, None, None] => Ok(None),
         _ => Err(DatapathError::PinnedMap {
             path: dir.to_path_buf(),
             detail: "only some of msfilter's maps are pinned there; remove them to start afresh"

@@ -11,7 +11,7 @@ use msfilter::{
     policy::GroupFilter,
 };
 use msfilter_common::{
-    Addr, Counter, GroupKey, Mode, Reason,
+    Addr, Counter, Mode, Reason,
     headers::{
         ETH_P_8021AD, ETH_P_8021Q, IPPROTO_DSTOPTS, IPPROTO_ESP, IPPROTO_HIP, IPPROTO_ICMPV6,
         IPPROTO_MH, IPPROTO_NONE, IPPROTO_PIM, IPPROTO_SHIM6, IPPROTO_UDP,
@@ -955,22 +955,37 @@ fn filters_are_per_interface() {
     });
 }
 
+/// A mode switch relists the sources of both lists in place, under the new mode, and drops
+/// those of the old list only; the group's counters keep every frame through all of it.
 #[test]
-fn a_mode_switch_retires_the_old_generation() {
+fn a_mode_switch_relists_sources_in_place() {
     let mut b = Bench::exclude();
+    let group = ipv4_mapped(G4);
     let from_s4 = Frame::new(udp4(S4, G4)).to_bytes();
     let from_other = Frame::new(udp4(S4_OTHER, G4)).to_bytes();
-    let generation = |b: &Bench| {
-        b.dp.installed()[&GroupKey::new(LO, ipv4_mapped(G4))]
-            .state
-            .generation()
+    let totals = |b: &Bench| {
+        let c = b.dp.group_counters(LO, group).unwrap().unwrap();
+        (c.passed.packets, c.dropped.packets)
     };
-    let first = generation(&b);
     b.check("EXCLUDE {S4}: S4", &from_s4, Reason::Excluded);
+    assert_eq!(totals(&b), (0, 1));
 
-    // INCLUDE {S4_OTHER}: S4's entry belonged to the old generation and no longer counts.
-    b.set(G4, Mode::Include, &[S4_OTHER]);
-    assert_ne!(generation(&b), first, "a mode switch flips the generation");
+    // INCLUDE {S4_OTHER}: S4's entry was of the old list and is gone.
+    let change = b.dp.set_filter(
+        LO,
+        group,
+        Some(GroupFilter::new(Mode::Include, [ipv4_mapped(S4_OTHER)])),
+    );
+    let change = change.unwrap();
+    assert_eq!(
+        (
+            change.groups_switched,
+            change.sources_added,
+            change.sources_removed
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(totals(&b), (0, 1), "the retired entry's drop is kept");
     b.check("INCLUDE {S4_OTHER}: S4", &from_s4, Reason::NotIncluded);
     b.check(
         "INCLUDE {S4_OTHER}: S4_OTHER",
@@ -978,33 +993,47 @@ fn a_mode_switch_retires_the_old_generation() {
         Reason::Included,
     );
 
-    // Same mode, another list: the generation stays, the list changes in place.
+    // Same mode, another list: the list changes in place.
     b.set(G4, Mode::Include, &[S4]);
-    assert_ne!(generation(&b), first);
     b.check("INCLUDE {S4}: S4", &from_s4, Reason::Included);
     b.check("INCLUDE {S4}: S4_OTHER", &from_other, Reason::NotIncluded);
+    assert_eq!(totals(&b), (2, 3));
 
-    // Back to EXCLUDE with the same source: listed under the new generation only.
-    b.set(G4, Mode::Exclude, &[S4]);
-    assert_eq!(generation(&b), first);
+    // Back to EXCLUDE with the same source: relisted, not added.
+    let change =
+        b.dp.set_filter(
+            LO,
+            group,
+            Some(GroupFilter::new(Mode::Exclude, [ipv4_mapped(S4)])),
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            change.groups_switched,
+            change.sources_added,
+            change.sources_removed
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(totals(&b), (2, 3), "relisting keeps what the entry counted");
     b.check("EXCLUDE {S4} again: S4", &from_s4, Reason::Excluded);
     b.check(
         "EXCLUDE {S4} again: S4_OTHER",
         &from_other,
         Reason::NotExcluded,
     );
-    let counted =
-        b.dp.source_counter(LO, ipv4_mapped(G4), ipv4_mapped(S4))
-            .unwrap();
+    let counted = b.dp.source_counter(LO, group, ipv4_mapped(S4)).unwrap();
     assert_eq!(
         counted.map(|c| c.packets),
         Some(1),
-        "the new entry starts from zero and counts only what it matched"
+        "the relisted entry starts from zero and counts only what it matched"
     );
+    assert_eq!(totals(&b), (3, 4), "seven frames, all counted once");
 
     // Unmanaged again.
-    b.dp.set_filter(LO, ipv4_mapped(G4), None).unwrap();
+    b.dp.set_filter(LO, group, None).unwrap();
     b.check("no filter: S4", &from_s4, Reason::Unmanaged);
+    assert_eq!(b.dp.group_counters(LO, group).unwrap(), None);
 }
 
 #[test]

@@ -81,10 +81,9 @@ impl Policy for Enforced {
         if key.ifindex != self.ifindex {
             return None;
         }
-        // One generation is in force at a time; the listing shows that one's sources.
         self.groups
             .get(&key.group)
-            .map(|(mode, _)| GroupState::new(*mode, 0))
+            .map(|(mode, _)| GroupState::new(*mode))
     }
 
     fn drops_unjoined(&self, ifindex: u32) -> u32 {
@@ -95,13 +94,15 @@ impl Policy for Enforced {
         }
     }
 
-    fn has_source(&self, key: &SourceKey) -> bool {
-        key.ifindex == self.ifindex
-            && key.generation == 0
-            && self
-                .groups
-                .get(&key.group)
-                .is_some_and(|(_, sources)| sources.contains(&key.source))
+    /// A listed source carries its group's mode, as userspace writes it.
+    fn source(&self, key: &SourceKey) -> Option<Mode> {
+        if key.ifindex != self.ifindex {
+            return None;
+        }
+        self.groups
+            .get(&key.group)
+            .filter(|(_, sources)| sources.contains(&key.source))
+            .map(|(mode, _)| *mode)
     }
 
     /// The listed interface's own entries judge every frame: a capture on a VLAN
@@ -119,12 +120,12 @@ struct Addresses(Cell<Option<SourceKey>>);
 
 impl Policy for Addresses {
     fn group(&self, _: &GroupKey) -> Option<GroupState> {
-        Some(GroupState::new(Mode::Exclude, 0))
+        Some(GroupState::new(Mode::Exclude))
     }
 
-    fn has_source(&self, key: &SourceKey) -> bool {
+    fn source(&self, key: &SourceKey) -> Option<Mode> {
         self.0.set(Some(*key));
-        false
+        None
     }
 
     fn vlan(&self, _: &VlanKey) -> Option<u32> {
