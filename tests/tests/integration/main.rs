@@ -22,6 +22,7 @@ mod follow_traffic;
 mod kernel_equivalence;
 mod kernel_sequences;
 mod kernel_views;
+mod layout_upgrade;
 mod listing;
 mod map_memory;
 mod metrics;
