@@ -10,10 +10,24 @@ pub struct McForwarding {
     pub ipv6: bool,
 }
 
+/// One family's `mc_forwarding` file for an interface, as read.
+enum Read {
+    Contents(String),
+    /// The interface's `conf` directory has its `forwarding` file but no `mc_forwarding`:
+    /// a kernel built without multicast routing for that family (`CONFIG_IPV6_MROUTE` off:
+    /// IPv6 has the file only with it), which cannot forward multicast at all.
+    NoMulticastRouting,
+    Unreadable,
+}
+
 /// What one `mc_forwarding` file says: forwarding unless it reads exactly 0. A file that
 /// cannot be read counts as forwarding, so that nothing is dropped on a guess.
-fn forwarding(contents: Option<&str>) -> bool {
-    contents.is_none_or(|c| c.trim() != "0")
+fn forwarding(read: &Read) -> bool {
+    match read {
+        Read::Contents(c) => c.trim() != "0",
+        Read::NoMulticastRouting => false,
+        Read::Unreadable => true,
+    }
 }
 
 /// Read `/proc/sys/net/ipv{4,6}/conf/NAME/mc_forwarding` (in the caller's namespace).
@@ -23,17 +37,21 @@ pub fn mc_forwarding(name: &str) -> McForwarding {
 
 fn mc_forwarding_under(root: &Path, name: &str) -> McForwarding {
     let read = |family: &str| {
-        std::fs::read_to_string(
-            root.join(family)
-                .join("conf")
-                .join(name)
-                .join("mc_forwarding"),
-        )
-        .ok()
+        let conf = root.join(family).join("conf").join(name);
+        match std::fs::read_to_string(conf.join("mc_forwarding")) {
+            Ok(c) => Read::Contents(c),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && conf.join("forwarding").is_file() =>
+            {
+                Read::NoMulticastRouting
+            }
+            Err(_) => Read::Unreadable,
+        }
     };
     McForwarding {
-        ipv4: forwarding(read("ipv4").as_deref()),
-        ipv6: forwarding(read("ipv6").as_deref()),
+        ipv4: forwarding(&read("ipv4")),
+        ipv6: forwarding(&read("ipv6")),
     }
 }
 
@@ -43,9 +61,10 @@ mod tests {
 
     #[test]
     fn only_a_zero_means_not_forwarding() {
-        assert!(!forwarding(Some("0\n")));
-        assert!(forwarding(Some("1\n")));
-        assert!(forwarding(None));
+        assert!(!forwarding(&Read::Contents("0\n".into())));
+        assert!(forwarding(&Read::Contents("1\n".into())));
+        assert!(forwarding(&Read::Unreadable));
+        assert!(!forwarding(&Read::NoMulticastRouting));
     }
 
     #[test]
@@ -70,6 +89,12 @@ mod tests {
                 ipv6: true
             }
         );
+        // An interface whose IPv6 conf has `forwarding` but no `mc_forwarding`: the kernel
+        // has no IPv6 multicast routing.
+        let dir = root.join("ipv6").join("conf").join("eth7");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("forwarding"), "0\n").unwrap();
+        assert!(!mc_forwarding_under(&root, "eth7").ipv6);
         std::fs::remove_dir_all(&root).unwrap();
     }
 

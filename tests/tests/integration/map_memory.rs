@@ -182,15 +182,38 @@ fn capacities_are_settable_at_load_time() {
         matches!(err, DatapathError::Capacity { needed: 1, .. }),
         "{err}"
     );
-    // Switching the full group's mode needs room for its new list next to the old one.
-    let err = dp
+    // Switching the full group's mode relists a source of both lists in place: no room needed.
+    let change = dp
         .set_filter(
             1,
             group(1),
             Some(GroupFilter::new(Mode::Include, [source(1)])),
         )
+        .unwrap();
+    assert_eq!(
+        (
+            change.groups_switched,
+            change.sources_added,
+            change.sources_removed
+        ),
+        (1, 0, 7)
+    );
+    assert_eq!(dp.source_entries(), 1);
+    // A new source is written before the old ones go, so it needs room next to them.
+    let eight = GroupFilter::new(Mode::Exclude, (1..=8).map(source));
+    dp.set_filter(1, group(1), Some(eight)).unwrap();
+    let err = dp
+        .set_filter(
+            1,
+            group(1),
+            Some(GroupFilter::new(Mode::Include, [source(9)])),
+        )
         .unwrap_err();
-    assert!(matches!(err, DatapathError::Capacity { .. }), "{err}");
+    assert!(
+        matches!(err, DatapathError::Capacity { needed: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(dp.source_entries(), 8, "a refused change changes nothing");
     // Capacity zero is refused with a clear error.
     let err = Datapath::load(&LoadOptions {
         capacities: Capacities {
