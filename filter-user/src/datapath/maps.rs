@@ -369,6 +369,14 @@ impl FilterMaps {
                 stale.len()
             );
         }
+        // Retired counters of groups no longer managed (a removal interrupted between its
+        // group and its retired entry).
+        for key in all_keys::<GroupKey>(self.retired_fd(), RETIRED_MAP)? {
+            if !self.installed.contains_key(&key) {
+                sys::delete(self.retired_fd(), bytemuck::bytes_of(&key))
+                    .map_err(map_err(RETIRED_MAP, "delete"))?;
+            }
+        }
         Ok(())
     }
 
