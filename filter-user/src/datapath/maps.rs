@@ -98,41 +98,33 @@ pub(super) struct SharedMaps {
     pub(super) retired: MapData,
 }
 
-/// A group key as the map of its family stores it.
-enum GroupBytes {
-    V4(GroupKey4),
-    Wide(GroupKey),
+/// A key as the map of its family stores it: the compact IPv4 form, or the wide one.
+enum KeyBytes<N, W> {
+    V4(N),
+    Wide(W),
 }
+
+impl<N: bytemuck::Pod, W: bytemuck::Pod> KeyBytes<N, W> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::V4(k) => bytemuck::bytes_of(k),
+            Self::Wide(k) => bytemuck::bytes_of(k),
+        }
+    }
+}
+
+type GroupBytes = KeyBytes<GroupKey4, GroupKey>;
+type PairBytes = KeyBytes<SourceKey4, SourceKey>;
 
 impl GroupBytes {
     fn of(key: &GroupKey) -> Self {
         GroupKey4::of(key).map_or(Self::Wide(*key), Self::V4)
     }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Self::V4(k) => bytemuck::bytes_of(k),
-            Self::Wide(k) => bytemuck::bytes_of(k),
-        }
-    }
-}
-
-/// A pair key as the map of its family stores it.
-enum PairBytes {
-    V4(SourceKey4),
-    Wide(SourceKey),
 }
 
 impl PairBytes {
     fn of(key: &SourceKey) -> Self {
         SourceKey4::of(key).map_or(Self::Wide(*key), Self::V4)
-    }
-
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Self::V4(k) => bytemuck::bytes_of(k),
-            Self::Wide(k) => bytemuck::bytes_of(k),
-        }
     }
 }
 

@@ -110,22 +110,22 @@ fn raw(fd: BorrowedFd<'_>) -> u32 {
 /// Look up `key`; `value` must hold the map's value (all CPUs' values for per-CPU maps).
 /// Returns `Ok(false)` when the key is absent.
 pub(crate) fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
-    let mut attr = ElemAttr {
-        map_fd: raw(fd),
-        key: key.as_ptr() as u64,
-        value_or_next_key: value.as_mut_ptr() as u64,
-        ..Default::default()
-    };
-    match map_command(BPF_MAP_LOOKUP_ELEM, &mut attr) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+    read_elem(BPF_MAP_LOOKUP_ELEM, fd, key, value)
 }
 
 /// Read an element's value and delete it in one step (hash maps, Linux 5.14+): nothing the
 /// program adds in between is lost. `Ok(false)`: no such key.
 pub(crate) fn lookup_and_delete(
+    fd: BorrowedFd<'_>,
+    key: &[u8],
+    value: &mut [u8],
+) -> io::Result<bool> {
+    read_elem(BPF_MAP_LOOKUP_AND_DELETE_ELEM, fd, key, value)
+}
+
+/// An element command that fills `value`; `Ok(false)` for `ENOENT`.
+fn read_elem(
+    cmd: libc::c_long,
     fd: BorrowedFd<'_>,
     key: &[u8],
     value: &mut [u8],
@@ -136,7 +136,7 @@ pub(crate) fn lookup_and_delete(
         value_or_next_key: value.as_mut_ptr() as u64,
         ..Default::default()
     };
-    match map_command(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
+    match map_command(cmd, &mut attr) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
