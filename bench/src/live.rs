@@ -191,6 +191,16 @@ pub struct Profiled {
     pub floor_busy_ns: Option<f64>,
     /// The symbols with the most time in msfilter's run, ns per frame.
     pub top: Vec<(String, f64)>,
+    /// The same recording of the bare lookup program (one lookup of msfilter's pair key):
+    /// ns per frame in its own program and in the hash-table code.
+    pub bare: Option<BareProfile>,
+}
+
+/// `perf record` of the bare lookup program's run, ns per frame.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct BareProfile {
+    pub program_ns: f64,
+    pub hash_ns: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -843,14 +853,15 @@ fn measure(bed: &mut Bed, case: Case, settings: &Settings, with_perf: bool) -> R
     ))
 }
 
-/// `perf record` on the measuring CPU during a run of msfilter's EXCLUDE drop path and one
-/// of the floor; each run is checked like a measured one.
+/// `perf record` on the measuring CPU during a run of msfilter's EXCLUDE drop path, one of
+/// the floor and one of the bare lookup; each run is checked like a measured one.
 fn record(bed: &mut Bed, policy: Policy, settings: &Settings) -> Result<Option<Profiled>> {
     let frames = settings.frames.saturating_mul(2);
     let Some(m) = record_one(bed, Variant::Msfilter, policy, settings, frames)? else {
         return Ok(None);
     };
     let floor = record_one(bed, Variant::Floor, policy, settings, frames)?;
+    let bare = record_one(bed, Variant::Bare, policy, settings, frames)?;
     let per_frame = |ns: u64| ns as f64 / f64::from(frames);
     Ok(Some(Profiled {
         shape: bed.shape,
@@ -866,6 +877,10 @@ fn record(bed: &mut Bed, policy: Policy, settings: &Settings) -> Result<Option<P
             .into_iter()
             .map(|(name, share)| (name, share * per_frame(m.busy_ns)))
             .collect(),
+        bare: bare.map(|b| BareProfile {
+            program_ns: per_frame(b.program_ns),
+            hash_ns: per_frame(b.hash_ns),
+        }),
     }))
 }
 
@@ -897,7 +912,13 @@ fn record_one(
     let symbols = recording.and_then(Perf::stop_record);
     settle();
     bed.check_and_teardown(setup, u64::from(sent), &before)?;
-    Ok(symbols.map(|s| perf::summarise(&s)))
+    let program = match variant {
+        Variant::Bare if bed.shape.is_ipv6() => reference::LOOKUP6,
+        Variant::Bare => reference::LOOKUP,
+        Variant::Floor => reference::DROP,
+        _ => msfilter_common::limits::PROGRAM_NAME,
+    };
+    Ok(symbols.map(|s| perf::summarise(&s, program)))
 }
 
 /// Let frames still queued on the receiving side (the veth's ring, a socket's reader) be

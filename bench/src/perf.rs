@@ -164,7 +164,7 @@ pub struct Summary {
     pub hash_ns: u64,
     /// Of that, ns in hashing the key (`htab_map_hash`: jhash over the key's width).
     pub jhash_ns: u64,
-    /// ns in msfilter's own program (`bpf_prog_<tag>_msfilter`).
+    /// ns in the recorded variant's own program (`bpf_prog_<tag>_<name>`).
     pub program_ns: u64,
     /// ns in everything but the idle loop.
     pub busy_ns: u64,
@@ -178,7 +178,10 @@ fn is_idle(name: &str) -> bool {
         .any(|p| name.contains(p))
 }
 
-pub fn summarise(symbols: &[Symbol]) -> Summary {
+/// Where the time went; `program`: the name of the XDP program under test (its kernel
+/// symbol is `bpf_prog_<tag>_<program>`, the name cut to 15 bytes).
+pub fn summarise(symbols: &[Symbol], program: &str) -> Summary {
+    let suffix = format!("_{}", &program[..program.len().min(15)]);
     let sum = |f: &dyn Fn(&str) -> bool| -> u64 {
         symbols
             .iter()
@@ -193,7 +196,7 @@ pub fn summarise(symbols: &[Symbol]) -> Summary {
         samples: symbols.iter().map(|s| s.samples).sum(),
         hash_ns: sum(&|s| s.contains("htab")),
         jhash_ns: sum(&|s| s.contains("htab_map_hash") || s.contains("jhash")),
-        program_ns: sum(&|s| s.starts_with("bpf_prog_") && s.ends_with("_msfilter")),
+        program_ns: sum(&|s| s.starts_with("bpf_prog_") && s.ends_with(&suffix)),
         busy_ns,
         top: sorted
             .into_iter()
@@ -219,7 +222,7 @@ mod tests {
         let symbols = parse_report(text);
         assert_eq!(symbols.len(), 6);
         assert_eq!(symbols[1].period, 200 * PERIOD_NS);
-        let s = summarise(&symbols);
+        let s = summarise(&symbols, "msfilter");
         assert_eq!(s.samples, 1000);
         assert_eq!(s.hash_ns, 300 * PERIOD_NS);
         assert_eq!(s.jhash_ns, 100 * PERIOD_NS);
@@ -228,6 +231,8 @@ mod tests {
         assert_eq!(s.busy_ns, 950 * PERIOD_NS);
         assert_eq!(s.top[0].0, "bpf_prog_0123456789abcdef_msfilter");
         assert!(s.top.iter().all(|(n, _)| !n.contains("halt")));
+        // Another program's symbol is not msfilter's.
+        assert_eq!(summarise(&symbols, "bench_lookup").program_ns, 0);
     }
 
     #[test]

@@ -408,6 +408,20 @@ pub fn breakdown(r: &Report) -> Vec<String> {
                     top.join(", ")
                 );
             }
+            if let Some(b) = p.bare {
+                let _ = write!(
+                    s,
+                    " The same recording of the bare lookup program: {:.1} ns per frame in its \
+                     own program (it too reads the frame's addresses, the first touch of the \
+                     frame's data, which the floor never makes) and {:.1} ns in the hash-table \
+                     code; msfilter's program itself takes {:+.1} ns over that, its hash-table \
+                     code {:+.1} ns.",
+                    b.program_ns,
+                    b.hash_ns,
+                    p.program_ns - b.program_ns,
+                    p.hash_ns - b.hash_ns
+                );
+            }
         }
         out.push(s);
     }
@@ -1085,7 +1099,7 @@ pub fn write(dir: &Path, report: &Report) -> Result<()> {
 mod tests {
     use super::*;
     use crate::{
-        live::{Profiled, Skipped},
+        live::{BareProfile, Profiled, Skipped},
         trace::TraceRow,
     };
 
@@ -1191,6 +1205,10 @@ mod tests {
                 busy_ns: 105.0,
                 floor_busy_ns: Some(50.0),
                 top: vec![("__htab_map_lookup_elem".into(), 27.5)],
+                bare: Some(BareProfile {
+                    program_ns: 5.2,
+                    hash_ns: 20.0,
+                }),
             }],
             perf_stat: None,
             raised: vec!["net.ipv4.igmp_max_msf 10 → 1000".into()],
@@ -1337,6 +1355,15 @@ mod tests {
         );
         assert!(
             v4.contains("together 69% of its 60 ns above the floor"),
+            "{v4}"
+        );
+        // The bare lookup's recording: 13.7 − 5.2 and 27.5 − 20.0.
+        assert!(
+            v4.contains("5.2 ns per frame in its own program")
+                && v4.contains(
+                    "msfilter's program itself takes +8.5 ns over that, its \
+                     hash-table code +7.5 ns"
+                ),
             "{v4}"
         );
         // Busy 105 against the floor's 50: +55, of which 55 − 41.2 = 14 elsewhere.
