@@ -1,6 +1,6 @@
 //! The reference programs (`bench-ebpf`): the XDP_DROP floor, XDP_PASS, the XDP_TX
 //! generator, and the bare hash lookups (msfilter's source key over IPv4 and IPv6 frames —
-//! 12 and 40 bytes —, its 20-byte group key, a 4-byte key); and running programs through
+//! 12 and 36 bytes —, its 20-byte group key, a 4-byte key); and running programs through
 //! BPF_PROG_TEST_RUN.
 
 use std::time::{Duration, Instant};

@@ -931,4 +931,62 @@ mod tests {
         assert_eq!(GROUP_STRIDE, 40);
         assert_eq!(size_of::<SourceKey>() % 4, 0);
     }
+
+    /// A new group and a mode switch start a publication epoch and stamp the group with it
+    /// (the program's second look depends on it); a same-mode change does neither. Pair
+    /// entries carry their group's mode. Needs root (CAP_BPF), as every test of this
+    /// project that loads the program.
+    #[test]
+    fn groups_are_published_in_a_new_epoch_only_when_their_mode_is_new() {
+        use msfilter_common::maps::ipv4_mapped;
+
+        use crate::datapath::LoadOptions;
+
+        let mut dp = Datapath::load(&LoadOptions {
+            capacities: Capacities {
+                max_groups: 8,
+                max_sources: 16,
+            },
+            pin_dir: None,
+        })
+        .expect("loading the program (run as root)");
+        let g = ipv4_mapped([232, 1, 1, 1]);
+        let (s1, s2) = (ipv4_mapped([10, 0, 0, 1]), ipv4_mapped([10, 0, 0, 2]));
+        let key = GroupKey::new(1, g);
+        let state = |dp: &Datapath| {
+            let values = dp.maps.group_values(&key).unwrap().unwrap();
+            assert!(values.windows(2).all(|w| w[0].published == w[1].published));
+            (dp.maps.read_epoch().unwrap(), values[0].published)
+        };
+        let listed = |dp: &Datapath, s| {
+            dp.maps
+                .pair_value(&SourceKey::new(1, g, s))
+                .unwrap()
+                .map(|v| v.listed.mode())
+        };
+        let start = dp.maps.read_epoch().unwrap();
+        let filter = |mode, sources: &[Addr]| Some(GroupFilter::new(mode, sources.iter().copied()));
+
+        dp.set_filter(1, g, filter(Mode::Include, &[s1])).unwrap();
+        assert_eq!(state(&dp), (start + 1, start + 1), "a new group");
+        dp.set_filter(1, g, filter(Mode::Include, &[s1, s2]))
+            .unwrap();
+        assert_eq!(
+            state(&dp),
+            (start + 1, start + 1),
+            "same mode, another list"
+        );
+        assert_eq!(listed(&dp, s2), Some(Mode::Include));
+        dp.set_filter(1, g, filter(Mode::Exclude, &[s2])).unwrap();
+        assert_eq!(state(&dp), (start + 2, start + 2), "a mode switch");
+        assert_eq!(
+            listed(&dp, s2),
+            Some(Mode::Exclude),
+            "relisted under the new mode"
+        );
+        assert_eq!(listed(&dp, s1), None, "only in the old list: deleted");
+        dp.set_filter(1, g, None).unwrap();
+        assert!(dp.maps.group_values(&key).unwrap().is_none());
+        assert_eq!(listed(&dp, s2), None);
+    }
 }
