@@ -330,6 +330,27 @@ fn remove_stale_pins() {
     }
 }
 
+/// A pin directory on the host's bpffs under the test bed's prefix (so a killed run's is
+/// removed by the next daemon test), removed with what is pinned there on drop, also on panic.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    /// A new, unique directory name (`tag` says which test it belongs to); nothing is created.
+    pub fn new(tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/{PIN_PREFIX}{}-{tag}{n}",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        remove_pins(&self.0);
+    }
+}
+
 fn remove_pins(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {

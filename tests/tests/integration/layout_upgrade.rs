@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData, PerCpuHashMap, PerCpuValues};
 use msfilter::{
@@ -19,6 +19,7 @@ use msfilter_common::{
     maps::ipv4_mapped,
 };
 use msfilter_testbed::{
+    daemon::PinDir,
     model::judge_kernel,
     packet::{Frame, Ipv4, Ipv6, Upper},
 };
@@ -32,29 +33,6 @@ const S4_STALE: [u8; 4] = [10, 7, 0, 3];
 const G6: [u8; 16] = [0xff, 0x3e, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 7, 7];
 const S6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 1];
 const S6_OTHER: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 2];
-
-/// A pin directory on bpffs, removed with everything in it on drop (also on panic).
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new() -> Self {
-        Self(PathBuf::from(format!(
-            "/sys/fs/bpf/msf-test-{}-layout",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 fn load(dir: &Path) -> Datapath {
     Datapath::load(&LoadOptions {
@@ -179,7 +157,7 @@ fn udp6(source: [u8; 16], group: [u8; 16]) -> Vec<u8> {
 
 #[test]
 fn pinned_maps_of_the_generation_layout_are_taken_over() {
-    let dir = PinDir::new();
+    let dir = PinDir::new("layout");
     let g4 = ipv4_mapped(G4);
     // A run of this version writes the groups (and pins every map) ...
     let mut dp = load(&dir.0);

@@ -7,13 +7,12 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::{Child, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
 use msfilter::iface::xdp;
 use msfilter_testbed::{
-    daemon::{TempDir, msfilter_bin},
+    daemon::{PinDir, TempDir, msfilter_bin},
     netns::Link,
     unit::{Launch, NotifyAt, Service, Unit, command_in},
 };
@@ -27,39 +26,12 @@ fn unit() -> Unit {
     Unit::load(&path).unwrap()
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A pin directory on the host's bpffs, removed (with what is pinned there) on drop.
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new() -> Self {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // The test bed's prefix: a killed run's directory is removed by the next daemon test.
-        Self(PathBuf::from(format!(
-            "/sys/fs/bpf/msf-test-{}-unit{n}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// A namespace with rx0, private paths for the unit (through its environment file) and a
 /// configuration owning rx0 with one group.
 struct Bed {
     link: Link,
     dir: TempDir,
-    pins: Pins,
+    pins: PinDir,
 }
 
 const CONFIG: &str = "[interface.rx0]\n\
@@ -72,7 +44,7 @@ impl Bed {
     fn new(tag: &str, daemon_opts: &str) -> Self {
         let link = Link::new(tag, &["10.99.0.1/24"]).unwrap();
         let dir = TempDir::new("unit").unwrap();
-        let pins = Pins::new();
+        let pins = PinDir::new("unit");
         let bed = Self { link, dir, pins };
         std::fs::write(bed.config(), CONFIG).unwrap();
         std::fs::write(
