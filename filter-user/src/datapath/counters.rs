@@ -1,6 +1,6 @@
 //! Counter reads, summed over CPUs.
 
-use msfilter_common::{Addr, Counter, GroupKey, Mode, Reason, limits::REASONS_MAP};
+use msfilter_common::{Addr, Counter, GroupKey, Mode, Reason, SourceKey, limits::REASONS_MAP};
 
 use super::{Datapath, DatapathError, Result, sys};
 
@@ -91,7 +91,9 @@ impl Datapath {
         );
         if let Some(installed) = self.maps.installed().get(&key) {
             for source in &installed.sources {
-                let Some(counted) = self.source_counter(ifindex, group, *source)? else {
+                // The mirror lists the source: read its pair entry without asking again.
+                let pair = SourceKey::new(ifindex, group, *source);
+                let Some(counted) = self.maps.source_counter(&pair)? else {
                     continue;
                 };
                 match installed.state.mode() {

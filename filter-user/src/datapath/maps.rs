@@ -491,10 +491,20 @@ impl FilterMaps {
 
     /// A pair entry's value, if it exists.
     fn pair_value(&self, key: &SourceKey) -> Result<Option<SourceValue>> {
+        self.read_pair(key, sys::lookup, "lookup")
+    }
+
+    /// Read one pair entry with `read` (a lookup, or a lookup that also deletes).
+    fn read_pair(
+        &self,
+        key: &SourceKey,
+        read: fn(BorrowedFd<'_>, &[u8], &mut [u8]) -> std::io::Result<bool>,
+        op: &'static str,
+    ) -> Result<Option<SourceValue>> {
         let mut value = SourceValue::default();
         let (fd, name, bytes) = self.pair_map(key);
-        let found = sys::lookup(fd, bytes.bytes(), bytemuck::bytes_of_mut(&mut value))
-            .map_err(map_err(name, "lookup"))?;
+        let found = read(fd, bytes.bytes(), bytemuck::bytes_of_mut(&mut value))
+            .map_err(map_err(name, op))?;
         Ok(found.then_some(value))
     }
 
@@ -520,11 +530,7 @@ impl FilterMaps {
 
     /// Delete one pair entry, returning what it had counted.
     fn take_pair(&self, key: &SourceKey) -> Result<Option<SourceValue>> {
-        let mut value = SourceValue::default();
-        let (fd, name, bytes) = self.pair_map(key);
-        let found = sys::lookup_and_delete(fd, bytes.bytes(), bytemuck::bytes_of_mut(&mut value))
-            .map_err(map_err(name, "lookup and delete"))?;
-        Ok(found.then_some(value))
+        self.read_pair(key, sys::lookup_and_delete, "lookup and delete")
     }
 
     /// Undo step 1: delete the new entries, put relisted ones back as they were.
